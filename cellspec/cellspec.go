@@ -1,0 +1,51 @@
+// Package cellspec holds the resolved launch of one cell: what the supervisor
+// hands a backend after policy allowed it. Every field comes from the allowlist
+// or from the root itself, never from the requesting cell.
+package cellspec
+
+import (
+	"io"
+
+	"github.com/cellproject/cell/quota"
+)
+
+// Backend names a way of running a cell.
+type Backend string
+
+const (
+	// Auto lets the root pick the strongest backend this machine has.
+	Auto Backend = ""
+	// Bwrap runs the cell in a bubblewrap sandbox (namespaces, no cgroup limits).
+	Bwrap Backend = "bwrap"
+	// Process runs the cell unsandboxed; only for cells the allowlist trusts.
+	Process Backend = "process"
+	// Podman runs the cell as a rootless Podman container.
+	Podman Backend = "podman"
+	// Scope runs the cell's bubblewrap sandbox in a systemd transient scope.
+	Scope Backend = "scope"
+)
+
+// Spec is one cell launch.
+type Spec struct {
+	// Name is the cell's name; Key is the instance key ("name" or "name@inst").
+	Name string
+	Key  string
+	// Session is the session id and SessionDir its directory on the host.
+	Session    string
+	SessionDir string
+	// Exec is the absolute host path of the cell's binary; Args follow it.
+	Exec string
+	Args []string
+	// Backend is resolved: never Auto.
+	Backend Backend
+	// Network grants the host network; false means no network at all.
+	Network bool
+	// Limits are the resource limits; LimitsEnforced is false only when the
+	// allowlist accepted that this backend cannot enforce them.
+	Limits         quota.Limits
+	LimitsEnforced bool
+	// Env is the cell's whole environment ("KEY=value"): the CELL_* contract.
+	Env []string
+	// Output receives the cell's stdout and stderr; nil discards them.
+	Output io.Writer
+}
