@@ -1,0 +1,96 @@
+package rundir
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+)
+
+// Files inside a session dir.
+const (
+	// UmbilicalName is the root's listener for the processes of its session.
+	UmbilicalName = "umbilical.sock"
+	// RootLockName is held (flock) by the live root for its whole life; a
+	// session dir whose root lock can be taken belongs to a dead root.
+	RootLockName = "root.lock"
+)
+
+// ErrUnsafe is wrapped when a directory Cell would use is not private to the
+// user: wrong owner, group or world access, or a symlink.
+var ErrUnsafe = errors.New("rundir: unsafe directory")
+
+// sessionIDPattern matches ids made by NewSession. Garbage collection only
+// ever touches directories whose names match it.
+var sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// Base returns the user's Cell runtime dir, creating it when missing:
+// $XDG_RUNTIME_DIR/cell, or /tmp/cell-UID when XDG_RUNTIME_DIR is unset.
+// Either way it must be a real directory owned by the user with mode 0700.
+func Base() (string, error) {
+	return BaseFor(os.Getenv("XDG_RUNTIME_DIR"), os.Getuid())
+}
+
+// BaseFor is Base with the environment made explicit.
+func BaseFor(xdgRuntimeDir string, uid int) (string, error) {
+	var dir string
+	if xdgRuntimeDir != "" {
+		if !filepath.IsAbs(xdgRuntimeDir) {
+			return "", fmt.Errorf("XDG_RUNTIME_DIR %q is not an absolute path", xdgRuntimeDir)
+		}
+		dir = filepath.Join(xdgRuntimeDir, "cell")
+	} else {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("cell-%d", uid))
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("create runtime dir: %w", err)
+	}
+	if err := CheckPrivate(dir, uid); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// NewSession creates a fresh session dir under base and returns its id and path.
+func NewSession(base string) (id, dir string, err error) {
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", fmt.Errorf("session id: %w", err)
+	}
+	id = hex.EncodeToString(raw[:])
+	dir = filepath.Join(base, id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("create session dir: %w", err)
+	}
+	return id, dir, nil
+}
+
+// Sessions lists the ids of the session dirs under base, sorted.
+func Sessions(base string) ([]string, error) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && ValidSessionID(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// ValidSessionID reports whether id has the form NewSession gives.
+func ValidSessionID(id string) bool { return sessionIDPattern.MatchString(id) }
+
+// SocketPath is where the cell instance key listens inside a session dir.
+func SocketPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".sock") }
+
+// LockPath is the single-instance lock of the cell instance key.
+func LockPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".lock") }

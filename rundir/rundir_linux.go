@@ -1,0 +1,48 @@
+package rundir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrLocked is returned by TryLock when another process holds the lock.
+var ErrLocked = errors.New("rundir: locked by another process")
+
+// CheckPrivate verifies that dir is a directory, not a symlink, owned by uid
+// and closed to group and others.
+func CheckPrivate(dir string, uid int) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%w: %s is not a directory", ErrUnsafe, dir)
+	case int(st.Uid) != uid:
+		return fmt.Errorf("%w: %s is owned by uid %d, not %d", ErrUnsafe, dir, st.Uid, uid)
+	case st.Mode&0o077 != 0:
+		return fmt.Errorf("%w: %s has mode %#o, want 0700", ErrUnsafe, dir, st.Mode&0o777)
+	}
+	return nil
+}
+
+// TryLock takes an exclusive flock on path (creating it 0600) without
+// waiting. The lock lives as long as the returned file stays open, and the
+// kernel drops it when the process dies, however it dies.
+func TryLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}

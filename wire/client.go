@@ -1,0 +1,113 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// Client speaks the umbilical from the requesting side. Calls are serialised:
+// the root answers one request of a connection at a time, in order.
+type Client struct {
+	conn net.Conn
+
+	mu     sync.Mutex // guards nextID and the connection's read/write turns
+	nextID uint64
+}
+
+// NewClient wraps an established umbilical connection; it does not say hello.
+func NewClient(conn net.Conn) *Client { return &Client{conn: conn, nextID: 1} }
+
+// Dial connects to the umbilical socket at path.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("dial umbilical %s: %w", path, err)
+	}
+	return NewClient(conn), nil
+}
+
+// Conn is the underlying connection, for callers that watch it for EOF.
+func (c *Client) Conn() net.Conn { return c.conn }
+
+// Close closes the connection. On the owner's connection this ends the session.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Hello states the protocol version and who this client is.
+func (c *Client) Hello(ctx context.Context, role Role, token string) (Reply, error) {
+	return c.Call(ctx, Request{Op: OpHello, Version: Version, Role: role, Token: token})
+}
+
+// Spawn asks for the cell name (instance may be empty) and returns once its
+// socket accepts connections.
+func (c *Client) Spawn(ctx context.Context, name, instance string) (Reply, error) {
+	return c.Call(ctx, Request{Op: OpSpawn, Name: name, Instance: instance})
+}
+
+// Stop asks the root to stop the cell instance with the given key.
+func (c *Client) Stop(ctx context.Context, key string) error {
+	_, err := c.Call(ctx, Request{Op: OpStop, Name: key})
+	return err
+}
+
+// List returns the session's cells.
+func (c *Client) List(ctx context.Context) ([]CellInfo, error) {
+	rep, err := c.Call(ctx, Request{Op: OpList})
+	return rep.Cells, err
+}
+
+// Call sends req with a fresh ID and waits for its reply. An error reply is
+// returned as *Error. When ctx ends first the connection is closed, since a
+// late reply would otherwise answer the next call.
+func (c *Client) Call(ctx context.Context, req Request) (Reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req.ID = c.nextID
+	c.nextID++
+
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rep, err := c.roundTrip(req)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			c.conn.Close()
+			return Reply{}, fmt.Errorf("umbilical %s: %w", req.Op, ctxErr)
+		}
+		return Reply{}, fmt.Errorf("umbilical %s: %w", req.Op, err)
+	}
+	if !rep.OK {
+		if rep.Error == nil {
+			return rep, fmt.Errorf("umbilical %s: %w: error reply without an error", req.Op, ErrMalformed)
+		}
+		return rep, rep.Error
+	}
+	return rep, nil
+}
+
+func (c *Client) roundTrip(req Request) (Reply, error) {
+	if err := WriteMessage(c.conn, req); err != nil {
+		return Reply{}, err
+	}
+	payload, err := ReadFrame(c.conn, MaxFrame)
+	if err != nil {
+		return Reply{}, err
+	}
+	rep, err := DecodeReply(payload)
+	if err != nil {
+		return Reply{}, err
+	}
+	if rep.ID != req.ID {
+		return Reply{}, fmt.Errorf("%w: reply %d to request %d", ErrMalformed, rep.ID, req.ID)
+	}
+	return rep, nil
+}
+
+// IsCode reports whether err is an error reply with the given code.
+func IsCode(err error, code Code) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
