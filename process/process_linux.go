@@ -1,0 +1,102 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const supported = true
+
+// sysProcAttr puts the child in a new session, which also makes it the leader
+// of a new process group (so the group can be signalled as one), and detaches
+// it from any controlling terminal: a cell that could open /dev/tty could push
+// input into the user's shell (TIOCSTI) and would get the terminal's SIGHUP.
+// Pdeathsig kills the child if the thread that forked it dies; see
+// Instance.run for why that thread lives exactly as long as the child.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Setsid:    true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+}
+
+// waitExit blocks until pid has exited, leaving it unreaped (WNOWAIT) so its
+// pid, and with it the group id, stays allocated.
+func waitExit(pid int) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			// Any other error (ECHILD) means there is nothing left to wait
+			// for; the reap that follows reports what happened.
+			return
+		}
+	}
+}
+
+// killGroup sends sig to process group pgid. An empty group is no error.
+func killGroup(pgid int, sig syscall.Signal) error {
+	if err := unix.Kill(-pgid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal group %d with %v: %w", pgid, sig, err)
+	}
+	return nil
+}
+
+// signalMembers sends sig to every process of group pgid except its leader
+// (whose pid is pgid). The group's members are found in /proc; each is pinned
+// with a pidfd and its group checked again before the signal goes through the
+// pidfd, so a member that exits and whose pid is reused meanwhile is never hit.
+func signalMembers(pgid int, sig syscall.Signal) error {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("signal group %d members: %w", pgid, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == pgid {
+			continue
+		}
+		if g, ok := groupOf(pid); !ok || g != pgid {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone already
+		}
+		if g, ok := groupOf(pid); ok && g == pgid {
+			err := unix.PidfdSendSignal(fd, sig, nil, 0)
+			if err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("signal pid %d with %v: %w", pid, sig, err))
+			}
+		}
+		unix.Close(fd)
+	}
+	return errors.Join(errs...)
+}
+
+// groupOf reads the process group of pid from /proc/pid/stat.
+func groupOf(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name in parentheses may hold spaces and parentheses; the
+	// fields after the last ')' are: state ppid pgrp ...
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 3 {
+		return 0, false
+	}
+	g, err := strconv.Atoi(string(f[2]))
+	return g, err == nil
+}

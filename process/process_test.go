@@ -1,0 +1,410 @@
+package process_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/process"
+)
+
+// The test binary doubles as the cell: with GO_WANT_HELPER_PROCESS=1 it runs
+// the helper named by HELPER_MODE instead of the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("GO_WANT_HELPER_PROCESS") == "1" {
+		os.Exit(helper(os.Getenv("HELPER_MODE")))
+	}
+	os.Exit(m.Run())
+}
+
+func helper(mode string) int {
+	switch mode {
+	case "env":
+		wd, _ := os.Getwd()
+		fmt.Printf("cwd=%s\n", wd)
+		n, err := os.Stdin.Read(make([]byte, 1))
+		fmt.Printf("stdin=%d,%v\n", n, err)
+		for _, kv := range os.Environ() {
+			fmt.Printf("env=%s\n", kv)
+		}
+		return 0
+	case "exit3":
+		return 3
+	case "sleep":
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "ignoreterm":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "grandchild", "grandchild-exit":
+		self, _ := os.Executable()
+		c := exec.Command(self)
+		c.Env = append(os.Environ(), "HELPER_MODE=sleep")
+		if err := c.Start(); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		fmt.Printf("grandchild %d\n", c.Process.Pid)
+		if mode == "grandchild-exit" {
+			// Leave the grandchild behind in our group.
+			time.Sleep(200 * time.Millisecond)
+			return 0
+		}
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "parent":
+		// Launch from a goroutine whose thread dies right after: the
+		// child must survive that, and die only with this process.
+		self, _ := os.Executable()
+		res := make(chan string)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			in, err := process.New().Launch(context.Background(), cellspec.Spec{
+				Key:  "child",
+				Exec: self,
+				Env:  []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=sleep"},
+			})
+			if err != nil {
+				res <- "error " + err.Error()
+				return
+			}
+			res <- "child " + in.ID()
+		}()
+		fmt.Println(<-res)
+		time.Sleep(time.Hour)
+	}
+	return 2
+}
+
+// syncBuffer is an io.Writer safe for the output copier and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitOutput waits until out holds want.
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in output %q", want, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func helperSpec(t *testing.T, mode string, out io.Writer) cellspec.Spec {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cellspec.Spec{
+		Name:    "helper",
+		Key:     "helper",
+		Exec:    self,
+		Backend: cellspec.Process,
+		Env:     []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=" + mode, "CELL_NAME=helper"},
+		Output:  out,
+	}
+}
+
+// launch starts a helper and stops it by force when the test ends.
+func launch(t *testing.T, mode string, out io.Writer) *process.Instance {
+	t.Helper()
+	in, err := process.New().Launch(context.Background(), helperSpec(t, mode, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = in.Stop(ctx)
+	})
+	return in
+}
+
+func waitDone(t *testing.T, in *process.Instance) {
+	t.Helper()
+	select {
+	case <-in.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("pid %s not reaped", in.ID())
+	}
+}
+
+// procStat is what identifies a process across pid reuse.
+type procStat struct {
+	state byte
+	start string
+}
+
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return procStat{state: f[0][0], start: f[19]}, true
+}
+
+// gone waits until the process that had pid when the test started is dead:
+// no longer in /proc, replaced by another (pid reuse), or a zombie.
+func gone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	first, ok := readStat(pid)
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(within)
+	for {
+		st, ok := readStat(pid)
+		if !ok || st.start != first.start || st.state == 'Z' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive (state %c) after %v", pid, st.state, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool {
+	st, ok := readStat(pid)
+	return ok && st.state != 'Z'
+}
+
+func TestEnvIsExactlySpecEnv(t *testing.T) {
+	var out syncBuffer
+	spec := helperSpec(t, "env", &out)
+	t.Setenv("CELL_LEAK_CHECK", "must-not-be-seen")
+	in, err := process.New().Launch(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, in)
+	if got := in.ExitStatus(); got != "exited 0" {
+		t.Fatalf("status %q, output %q", got, out.String())
+	}
+	var env []string
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	lines := map[string]bool{}
+	for sc.Scan() {
+		if kv, ok := strings.CutPrefix(sc.Text(), "env="); ok {
+			env = append(env, kv)
+		}
+		lines[sc.Text()] = true
+	}
+	if strings.Join(env, "\n") != strings.Join(spec.Env, "\n") {
+		t.Errorf("env = %q, want exactly %q", env, spec.Env)
+	}
+	if !lines["cwd=/"] {
+		t.Errorf("cwd is not /: %q", out.String())
+	}
+	if !lines["stdin=0,EOF"] {
+		t.Errorf("stdin is not /dev/null: %q", out.String())
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	in := launch(t, "exit3", nil)
+	waitDone(t, in)
+	if got := in.ExitStatus(); got != "exited 3" {
+		t.Fatalf("status %q, want exited 3", got)
+	}
+	if in.ID() != strconv.Itoa(in.Pid()) {
+		t.Fatalf("ID %q, pid %d", in.ID(), in.Pid())
+	}
+}
+
+func TestLaunchFailures(t *testing.T) {
+	b := process.New()
+	spec := helperSpec(t, "sleep", nil)
+
+	missing := spec
+	missing.Exec = "/nonexistent/cell"
+	if _, err := b.Launch(context.Background(), missing); err == nil {
+		t.Error("launch of a missing binary succeeded")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Launch(ctx, spec); !errors.Is(err, context.Canceled) {
+		t.Errorf("launch with a cancelled ctx: %v, want context.Canceled", err)
+	}
+}
+
+func TestStopGraceful(t *testing.T) {
+	var out syncBuffer
+	in := launch(t, "sleep", &out)
+	waitOutput(t, &out, "ready")
+	if err := in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.ExitStatus(); got != "signal terminated" {
+		t.Fatalf("status %q, want signal terminated", got)
+	}
+}
+
+func TestStopKillsWhenTermIgnored(t *testing.T) {
+	var out syncBuffer
+	in := launch(t, "ignoreterm", &out)
+	waitOutput(t, &out, "ready")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := in.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("stopped after %v: SIGKILL came before ctx ended", d)
+	}
+	if got := in.ExitStatus(); got != "signal killed" {
+		t.Fatalf("status %q, want signal killed", got)
+	}
+}
+
+func grandchildPid(t *testing.T, out *syncBuffer) int {
+	t.Helper()
+	waitOutput(t, out, "grandchild ")
+	s := out.String()
+	s = s[strings.Index(s, "grandchild ")+len("grandchild "):]
+	pid, err := strconv.Atoi(strings.Fields(s)[0])
+	if err != nil {
+		t.Fatalf("bad output %q", out.String())
+	}
+	return pid
+}
+
+func TestStopKillsGrandchildren(t *testing.T) {
+	var out syncBuffer
+	in := launch(t, "grandchild", &out)
+	gc := grandchildPid(t, &out)
+	waitOutput(t, &out, "ready")
+	if !alive(gc) {
+		t.Fatalf("grandchild %d not running", gc)
+	}
+	if err := in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gone(t, gc, 5*time.Second)
+}
+
+func TestLeftoversDieWithLeader(t *testing.T) {
+	var out syncBuffer
+	in := launch(t, "grandchild-exit", &out)
+	gc := grandchildPid(t, &out)
+	waitDone(t, in)
+	if got := in.ExitStatus(); got != "exited 0" {
+		t.Fatalf("status %q", got)
+	}
+	gone(t, gc, 5*time.Second)
+}
+
+func TestStopManyTimesConcurrently(t *testing.T) {
+	var out syncBuffer
+	in := launch(t, "ignoreterm", &out)
+	waitOutput(t, &out, "ready")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i*20)*time.Millisecond)
+			defer cancel()
+			errs <- in.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	select {
+	case <-in.Done():
+	default:
+		t.Fatal("Stop returned before the reap")
+	}
+	// After the exit, Stop returns at once and signals nothing.
+	start := time.Now()
+	if err := in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Stop after exit took %v", d)
+	}
+	if got := in.ExitStatus(); got != "signal killed" {
+		t.Fatalf("status %q", got)
+	}
+}
+
+// TestChildDiesWithLauncher SIGKILLs a process that launched a cell (as a
+// crashed cellroot would be) and looks in /proc for the cell.
+func TestChildDiesWithLauncher(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := exec.Command(self)
+	parent.Env = []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=parent"}
+	stdout, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = parent.Process.Kill(); _ = parent.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("parent helper: %v", err)
+	}
+	pidStr, ok := strings.CutPrefix(strings.TrimSpace(line), "child ")
+	if !ok {
+		t.Fatalf("parent helper said %q", line)
+	}
+	child, _ := strconv.Atoi(pidStr)
+
+	// The thread that called Launch has ended by now; the child must not
+	// have died with it.
+	time.Sleep(300 * time.Millisecond)
+	if !alive(child) {
+		t.Fatalf("child %d died when the caller's thread ended", child)
+	}
+	if err := parent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = parent.Wait()
+	gone(t, child, 5*time.Second)
+}
