@@ -1,0 +1,174 @@
+package cell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/wire"
+)
+
+// EnvCellroot names the cellroot binary when OwnerOptions.Cellroot is empty.
+const EnvCellroot = "CELLROOT"
+
+// DefaultStopTimeout is how long Session.Close waits for cellroot to tear the
+// session down before killing it.
+const DefaultStopTimeout = 10 * time.Second
+
+// OwnerOptions configures Start; the zero value is ready to use.
+type OwnerOptions struct {
+	// Cellroot is the cellroot binary. Empty: $CELLROOT, else "cellroot"
+	// on $PATH.
+	Cellroot string
+	// Allowlist, when set, is passed as --allowlist; otherwise cellroot reads
+	// the user's default allowlist.
+	Allowlist string
+	// Args are more flags for `cellroot serve`, after the SDK's own.
+	Args []string
+	// Stderr receives cellroot's log; nil means os.Stderr.
+	Stderr io.Writer
+	// StopTimeout bounds how long Close waits for cellroot to exit before
+	// killing its process group; 0 means DefaultStopTimeout.
+	StopTimeout time.Duration
+	// Logger receives the SDK's own logs; nil means none.
+	Logger *zap.Logger
+}
+
+// ownerProc is the cellroot process an owner started, and the connection
+// whose life is the session's.
+type ownerProc struct {
+	conn        net.Conn // the owner's umbilical; closing it ends the session
+	cmd         *exec.Cmd
+	stopTimeout time.Duration
+	exited      chan struct{} // closed once cmd.Wait has returned
+	waitErr     error         // cmd.Wait's result, valid once exited is closed
+}
+
+// Start starts a session root for this process, the owner: it execs
+// `cellroot serve --umbilical-fd 3` on one end of a socketpair and says hello
+// over the other. The session lasts until Close, or until this process dies
+// (the kernel closes the socket and the root tears down). ctx bounds the
+// start-up only, not the session.
+func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
+	log := orNop(opts.Logger)
+	bin, err := findCellroot(opts.Cellroot)
+	if err != nil {
+		return nil, err
+	}
+	ours, theirs, err := socketpair()
+	if err != nil {
+		return nil, fmt.Errorf("start cellroot: %w", err)
+	}
+	conn, err := net.FileConn(ours)
+	ours.Close() // FileConn holds its own duplicate
+	if err != nil {
+		theirs.Close()
+		return nil, fmt.Errorf("start cellroot: umbilical: %w", err)
+	}
+
+	args := []string{"serve", "--umbilical-fd", "3"}
+	if opts.Allowlist != "" {
+		args = append(args, "--allowlist", opts.Allowlist)
+	}
+	args = append(args, opts.Args...)
+	// Not CommandContext: ctx bounds the start, while the root must live as
+	// long as the session.
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the child
+	cmd.Stderr = opts.Stderr
+	if cmd.Stderr == nil {
+		cmd.Stderr = os.Stderr
+	}
+	cmd.SysProcAttr = ownGroup()
+	err = cmd.Start()
+	theirs.Close() // only the child may hold it, or its EOF never comes
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start cellroot %s: %w", bin, err)
+	}
+	op := &ownerProc{conn: conn, cmd: cmd, stopTimeout: opts.StopTimeout, exited: make(chan struct{})}
+	if op.stopTimeout <= 0 {
+		op.stopTimeout = DefaultStopTimeout
+	}
+	// Ends when the process exits, which stop guarantees.
+	go func() {
+		op.waitErr = cmd.Wait()
+		close(op.exited)
+	}()
+	log.Debug("cellroot started", zap.String("bin", bin), zap.Int("pid", cmd.Process.Pid))
+
+	rep, err := wire.NewClient(conn).Hello(ctx, wire.RoleOwner, "")
+	if err != nil {
+		stopErr := op.stop(log)
+		if stopErr != nil {
+			return nil, fmt.Errorf("start cellroot %s: hello: %w (%w)", bin, err, stopErr)
+		}
+		return nil, fmt.Errorf("start cellroot %s: hello: %w", bin, err)
+	}
+	if rep.Session == "" || rep.RuntimeDir == "" || rep.Token == "" {
+		op.stop(log)
+		return nil, fmt.Errorf("start cellroot %s: hello reply lacks session, runtime_dir or token", bin)
+	}
+	log.Debug("session started", zap.String("session", rep.Session), zap.String("dir", rep.RuntimeDir))
+	return &Session{
+		id:        rep.Session,
+		dir:       rep.RuntimeDir,
+		rootDir:   rep.RuntimeDir,
+		umbilical: filepath.Join(rep.RuntimeDir, rundir.UmbilicalName),
+		token:     rep.Token,
+		role:      wire.RoleOwner,
+		log:       log,
+		owner:     op,
+	}, nil
+}
+
+// findCellroot picks the cellroot binary: explicit, $CELLROOT, then $PATH.
+func findCellroot(explicit string) (string, error) {
+	if explicit != "" {
+		return explicit, nil
+	}
+	if env := os.Getenv(EnvCellroot); env != "" {
+		return env, nil
+	}
+	p, err := exec.LookPath("cellroot")
+	if err != nil {
+		return "", fmt.Errorf("%w: set OwnerOptions.Cellroot (-cellroot), or $%s, or put cellroot on $PATH (%w)",
+			ErrCellrootNotFound, EnvCellroot, err)
+	}
+	return p, nil
+}
+
+// stop ends the session by closing the owner connection, then waits for
+// cellroot to exit, killing its process group after stopTimeout.
+func (p *ownerProc) stop(log *zap.Logger) error {
+	p.conn.Close()
+	timer := time.NewTimer(p.stopTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+	case <-timer.C:
+		log.Warn("cellroot did not exit; killing it", zap.Int("pid", p.cmd.Process.Pid), zap.Duration("waited", p.stopTimeout))
+		// The process is our unreaped child until exited closes, so its
+		// pid (and group id) cannot have been reused.
+		killGroup(p.cmd.Process.Pid)
+		<-p.exited
+		return fmt.Errorf("cellroot did not exit within %s after the session ended; killed", p.stopTimeout)
+	}
+	if p.waitErr != nil {
+		var ee *exec.ExitError
+		if errors.As(p.waitErr, &ee) {
+			return fmt.Errorf("cellroot exited: %w", p.waitErr)
+		}
+		return fmt.Errorf("wait for cellroot: %w", p.waitErr)
+	}
+	return nil
+}
