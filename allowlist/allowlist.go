@@ -1,0 +1,131 @@
+package allowlist
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/quota"
+)
+
+// Version is the only schema version this package reads.
+const Version = 1
+
+// MaxSize is the largest allowlist accepted, in bytes. Real files are a few
+// KiB; the cap keeps a mistake (pointing at a log or a device) from costing
+// memory and time in the session root.
+const MaxSize = 1 << 20
+
+// Defaults and bounds of the numeric settings; see docs/allowlist.md.
+const (
+	DefaultMaxCells     = 32
+	MaxMaxCells         = 1024
+	DefaultMaxDepth     = 4
+	MaxMaxDepth         = 64
+	DefaultMaxInstances = 1
+	MaxMaxInstances     = 64
+)
+
+var (
+	// ErrTooLarge is wrapped by the *Error for a file over MaxSize.
+	ErrTooLarge = errors.New("allowlist: file too large")
+	// ErrUnsafe is wrapped by Load's error for a file other users could
+	// write: whoever can edit the allowlist decides what runs as this user.
+	ErrUnsafe = errors.New("allowlist: file is writable by group or others")
+)
+
+// File is a parsed allowlist.
+type File struct {
+	// Path is where the file was read from, as given to Load or Parse.
+	Path    string
+	Version int
+	Session Session
+	// Cells holds the listed cells by name. An empty map denies everything.
+	Cells map[string]Cell
+}
+
+// Session holds the limits of one session, whoever asks.
+type Session struct {
+	// MaxCells caps live and starting cells in a session.
+	MaxCells int
+	// MaxDepth caps the spawn depth: a cell the owner spawns is at depth 1.
+	MaxDepth int
+}
+
+// Cell is what the allowlist grants one cell.
+type Cell struct {
+	Name string
+	// Exec is an absolute, clean path; Args are passed after it unchanged.
+	Exec string
+	Args []string
+	// Backend is cellspec.Auto unless the file names one.
+	Backend cellspec.Backend
+	Network bool
+	// Spawn lists the cells this cell may ask the root to spawn; every one is
+	// listed in the same file.
+	Spawn        []string
+	MaxInstances int
+	Limits       quota.Limits
+	// AcceptUnenforcedLimits lets the cell run on a backend that cannot
+	// enforce Limits instead of being denied.
+	AcceptUnenforcedLimits bool
+	// Line is where the cell's table starts in the file.
+	Line int
+}
+
+// Error is a problem with the contents of an allowlist.
+type Error struct {
+	File string
+	// Line is 1-based; 0 when the problem has no single place, such as a
+	// missing key or a file too large.
+	Line int
+	// Key is the dotted TOML key concerned, "" for the file as a whole.
+	Key string
+	Msg string
+	// Err is the underlying cause when there is one (a TOML syntax error,
+	// cellname.ErrInvalid, quota.ErrInvalid, ErrTooLarge), for errors.Is.
+	Err error
+}
+
+// Error reads "FILE:LINE: key: msg", leaving out what is unknown.
+func (e *Error) Error() string {
+	s := e.File
+	if e.Line > 0 {
+		s += fmt.Sprintf(":%d", e.Line)
+	}
+	if e.Key != "" {
+		s += ": " + e.Key
+	}
+	return s + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads and parses the allowlist at path. When the file does not exist
+// the error matches fs.ErrNotExist; when it exists but is wrong it is an
+// *Error; a file writable by group or others is refused with ErrUnsafe.
+func Load(path string) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("allowlist: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("allowlist: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("not a regular file (%s)", fi.Mode().Type())}
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %s", ErrUnsafe, path, fi.Mode().Perm())
+	}
+	// Read one byte past the cap so that Parse sees the file is too large.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("allowlist: read %s: %w", path, err)
+	}
+	return Parse(path, data)
+}
