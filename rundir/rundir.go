@@ -10,15 +10,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 )
 
 // Files inside a session dir.
 const (
 	// UmbilicalName is the root's listener for the processes of its session.
 	UmbilicalName = "umbilical.sock"
-	// RootLockName is held (flock) by the live root for its whole life; a
-	// session dir whose root lock can be taken belongs to a dead root.
-	RootLockName = "root.lock"
 )
 
 // ErrUnsafe is wrapped when a directory Cell would use is not private to the
@@ -70,17 +68,23 @@ func NewSession(base string) (id, dir string, err error) {
 	return id, dir, nil
 }
 
-// Sessions lists the ids of the session dirs under base, sorted.
+// Sessions lists, sorted, the ids of every session that has a trace under
+// base: its dir, its root lock or its record.
 func Sessions(base string) ([]string, error) {
 	entries, err := os.ReadDir(base)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
-	var ids []string
+	seen := map[string]bool{}
 	for _, e := range entries {
-		if e.IsDir() && ValidSessionID(e.Name()) {
-			ids = append(ids, e.Name())
+		id := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".lock"), ".cells")
+		if ValidSessionID(id) {
+			seen[id] = true
 		}
+	}
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	return ids, nil
@@ -91,6 +95,17 @@ func ValidSessionID(id string) bool { return sessionIDPattern.MatchString(id) }
 
 // SocketPath is where the cell instance key listens inside a session dir.
 func SocketPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".sock") }
+
+// RootLockPath is held (flock) by the live root of session id for its whole
+// life; a session whose root lock can be taken belongs to a dead root. It sits
+// beside the session dir, not in it, because cells can write in the session
+// dir and must not be able to make a live session look dead.
+func RootLockPath(base, id string) string { return filepath.Join(base, id+".lock") }
+
+// RecordPath is where the root of session id records its cells' processes,
+// for the collection of a dead session; outside the session dir for the same
+// reason as RootLockPath.
+func RecordPath(base, id string) string { return filepath.Join(base, id+".cells") }
 
 // LockPath is the single-instance lock of the cell instance key.
 func LockPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".lock") }

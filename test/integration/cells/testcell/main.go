@@ -1,0 +1,106 @@
+// Command testcell is the cell the integration tests launch under many names:
+// it serves requests that try things a sandbox must forbid or allow, and
+// reports what happened, so that the tests observe the sandbox from inside.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cellproject/cell/cell"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	sess, err := cell.Join(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testcell:", err)
+		os.Exit(1)
+	}
+	h := cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
+		return handle(ctx, sess, method, string(body))
+	})
+	if err := cell.Serve(ctx, h, cell.ServeOptions{Session: sess, IdleTimeout: time.Minute}); err != nil {
+		fmt.Fprintln(os.Stderr, "testcell:", err)
+		os.Exit(1)
+	}
+}
+
+// handle runs one probe. Every answer is "ok" or the error text, so that the
+// test decides what it expected.
+func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte, error) {
+	switch method {
+	case "pid":
+		return []byte(strconv.Itoa(os.Getpid())), nil
+	case "env":
+		return json.Marshal(os.Environ())
+	case "read":
+		_, err := os.ReadFile(arg)
+		return result(err), nil
+	case "write":
+		err := os.WriteFile(arg, []byte("written by testcell\n"), 0o600)
+		return result(err), nil
+	case "append":
+		f, err := os.OpenFile(arg, os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			_, err = f.Write([]byte("x"))
+			f.Close()
+		}
+		return result(err), nil
+	case "dial":
+		conn, err := net.DialTimeout("tcp", arg, 2*time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return result(err), nil
+	case "procs":
+		entries, err := os.ReadDir("/proc")
+		if err != nil {
+			return nil, err
+		}
+		var pids []int
+		for _, e := range entries {
+			if pid, err := strconv.Atoi(e.Name()); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return json.Marshal(pids)
+	case "grow":
+		conn, err := sess.Grow(ctx, arg)
+		if err != nil {
+			return result(err), nil
+		}
+		defer conn.Close()
+		pid, err := conn.Call(ctx, "pid", nil)
+		if err != nil {
+			return result(err), nil
+		}
+		return append([]byte("ok "), pid...), nil
+	case "exec":
+		// A sandbox that lets a cell start a host program defeats the broker.
+		_, err := os.StartProcess(arg, []string{arg}, &os.ProcAttr{})
+		return result(err), nil
+	default:
+		return nil, cell.UnknownMethod(method)
+	}
+}
+
+func result(err error) []byte {
+	if err == nil {
+		return []byte("ok")
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return []byte("error " + errno.Error())
+	}
+	return []byte("error " + err.Error())
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The project's test run (make test): unit and integration tests against real
+# bubblewrap, as a non-root user, then short fuzzing of every decoder.
+#
+# As root it installs what is missing and creates the unprivileged user
+# $CELL_TEST_USER (default celltest), builds every test binary and runs them
+# as that user: rootless behaviour is only proven by a rootless run. As a
+# normal user it runs the same binaries as that user.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+user=${CELL_TEST_USER:-celltest}
+fuzztime=${CELL_FUZZTIME:-10s}
+export CGO_ENABLED=0
+
+bash "$repo/test/deps.sh"
+
+if [ "$(id -u)" = 0 ]; then
+	if ! id "$user" >/dev/null 2>&1; then
+		echo "== creating the unprivileged test user $user"
+		useradd --create-home --shell /bin/bash "$user"
+	fi
+	as_user() { runuser -u "$user" -- "$@"; }
+	user_home=$(getent passwd "$user" | cut -d: -f6)
+	user_uid=$(id -u "$user")
+else
+	user=$(id -un)
+	as_user() { "$@"; }
+	user_home=$HOME
+	user_uid=$(id -u)
+fi
+
+# Everything the test user runs lives in a staging dir it can read, apart
+# from the checkout, whose permissions are not ours to change.
+stage=$(mktemp -d /tmp/cell-tests.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+chmod 755 "$stage"
+mkdir -p "$stage/bin" "$stage/tests" "$stage/src"
+
+echo "== building binaries"
+go build -o "$stage/bin/" ./cmd/cellroot ./examples/brain ./examples/eye ./examples/retina ./examples/cone ./test/integration/cells/...
+
+echo "== building test binaries"
+pkgs=$(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...)
+for p in $pkgs; do
+	rel=${p#github.com/cellproject/cell}
+	rel=${rel#/}
+	go test -c -o "$stage/tests/$(echo "$rel" | tr / _).test" "./$rel"
+done
+# Tests read their testdata relative to their package dir.
+tar -C "$repo" --exclude=.git --exclude=./bin -cf - . | tar -C "$stage/src" -xf -
+chmod -R a+rX "$stage"
+
+echo "== running tests as $user (uid $user_uid)"
+log="$stage/test.log"
+failed_pkgs=()
+for p in $pkgs; do
+	rel=${p#github.com/cellproject/cell}
+	rel=${rel#/}
+	bin="$stage/tests/$(echo "$rel" | tr / _).test"
+	echo "--- package ./$rel"
+	if ! (cd "$stage/src/$rel" && as_user env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$user_home" \
+		USER="$user" CELL_TEST_BIN="$stage/bin" TMPDIR=/tmp \
+		"$bin" -test.v -test.timeout 10m ${CELL_TEST_RUN:+-test.run "$CELL_TEST_RUN"}) 2>&1 | tee -a "$log"; then
+		failed_pkgs+=("./$rel")
+	fi
+done
+
+echo "== fuzzing each decoder for $fuzztime"
+fuzz_failed=0
+for p in $pkgs; do
+	rel=./${p#github.com/cellproject/cell/}
+	for f in $(go test -list '^Fuzz' "$rel" | grep '^Fuzz' || true); do
+		echo "--- $rel $f"
+		if ! go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" "$rel"; then
+			fuzz_failed=$((fuzz_failed + 1))
+		fi
+	done
+done
+
+passed=$(grep -cE '^--- PASS' "$log" || true)
+failed=$(grep -cE '^--- FAIL' "$log" || true)
+skipped=$(grep -cE '^--- SKIP' "$log" || true)
+echo
+if [ "${#failed_pkgs[@]}" -gt 0 ]; then
+	echo "failing packages: ${failed_pkgs[*]}"
+fi
+[ "$fuzz_failed" -gt 0 ] && echo "failing fuzz targets: $fuzz_failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+# A skip is not a pass here: every test needs what this script installs.
+if [ "${#failed_pkgs[@]}" -gt 0 ] || [ "$failed" -gt 0 ] || [ "$skipped" -gt 0 ] || [ "$fuzz_failed" -gt 0 ] || [ "$passed" -eq 0 ]; then
+	exit 1
+fi
