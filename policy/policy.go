@@ -1,0 +1,216 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/cellname"
+	"github.com/cellproject/cell/cellspec"
+)
+
+// Code says which rule decided a request. Codes are stable: they go to the
+// audit trail and callers branch on them.
+type Code string
+
+const (
+	// OK: the request is allowed.
+	OK Code = "ok"
+	// NoAllowlist: the allowlist could not be loaded, so nothing is allowed.
+	NoAllowlist Code = "no_allowlist"
+	// BadName: the cell name, instance or requester is not a valid cell name.
+	BadName Code = "bad_name"
+	// NotListed: the allowlist has no table for the cell.
+	NotListed Code = "not_listed"
+	// EdgeDenied: the requesting cell's spawn list does not name the cell.
+	EdgeDenied Code = "edge_denied"
+	// MaxCells: the session already holds session.max_cells cells.
+	MaxCells Code = "max_cells"
+	// MaxDepth: the cell would sit deeper than session.max_depth.
+	MaxDepth Code = "max_depth"
+	// MaxInstances: the cell already runs max_instances times.
+	MaxInstances Code = "max_instances"
+	// BackendUnavailable: the named backend, or for auto every candidate, is
+	// unavailable on this machine.
+	BackendUnavailable Code = "backend_unavailable"
+	// LimitsUnenforceable: the cell has limits, the backend cannot enforce
+	// them, and the allowlist does not accept that.
+	LimitsUnenforceable Code = "limits_unenforceable"
+)
+
+// Request is one spawn request as the supervisor knows it. Requester and
+// RequesterDepth come from the supervisor's cell table, never from the
+// request's sender.
+type Request struct {
+	// Requester is "" for the owner, else the requesting cell's name.
+	Requester string
+	// RequesterDepth is 0 for the owner, 1 for a cell the owner spawned, ...
+	RequesterDepth int
+	// Name is the cell asked for; Instance is "" for the default instance.
+	Name, Instance string
+}
+
+// Capability is what one backend can do on this machine.
+type Capability struct {
+	Available      bool
+	EnforcesLimits bool
+	// Reason says why the backend is unavailable or does not enforce limits.
+	Reason string
+}
+
+// State is the session as the supervisor sees it at the time of the request.
+type State struct {
+	// Cells counts live and starting cells in the session.
+	Cells int
+	// Instances counts live and starting instances per cell name.
+	Instances map[string]int
+	// Backends holds what was probed; a backend missing here is unavailable.
+	Backends map[cellspec.Backend]Capability
+	// AllowlistErr is set when the allowlist could not be loaded: every
+	// request is denied with it as the reason.
+	AllowlistErr error
+}
+
+// Decision is the answer to one request.
+type Decision struct {
+	Allow bool
+	Code  Code
+	// Reason is a sentence for people: the audit trail and the requester.
+	Reason string
+	// Spec is set only when Allow: Name, Key, Exec, Args, Backend (never
+	// Auto), Network, Limits and LimitsEnforced. Session, SessionDir, Env and
+	// Output are left to the supervisor.
+	Spec cellspec.Spec
+	// Depth is the depth the new cell would have, RequesterDepth+1.
+	Depth int
+}
+
+// autoOrder is the order Auto tries backends, strongest sandbox first.
+// Process is never picked implicitly: running unsandboxed must be asked for
+// by name in the allowlist.
+var autoOrder = []cellspec.Backend{cellspec.Scope, cellspec.Podman, cellspec.Bwrap}
+
+// Decide applies the rules in this order, the first that fails deciding:
+// allowlist loaded, valid names, cell listed, spawn edge (the owner may
+// spawn any listed cell, a cell only those in its spawn list), depth, cells
+// in the session, instances of the cell, backend available, limits
+// enforceable. The order puts facts about the request before facts about
+// the session, so the same request is denied the same way however busy the
+// session is.
+func Decide(req Request, al *allowlist.File, st State) Decision {
+	d := Decision{Depth: req.RequesterDepth + 1}
+	deny := func(c Code, format string, args ...any) Decision {
+		d.Code, d.Reason = c, fmt.Sprintf(format, args...)
+		return d
+	}
+	who := "the owner"
+	if req.Requester != "" {
+		who = fmt.Sprintf("cell %q", req.Requester)
+	}
+
+	switch {
+	case st.AllowlistErr != nil:
+		return deny(NoAllowlist, "no cell may run: the allowlist could not be loaded: %v", st.AllowlistErr)
+	case al == nil:
+		return deny(NoAllowlist, "no cell may run: no allowlist is loaded")
+	}
+	if err := cellname.Check(req.Name); err != nil {
+		return deny(BadName, "%s asked for a cell by an invalid name: %v", who, err)
+	}
+	if req.Instance != "" {
+		if err := cellname.Check(req.Instance); err != nil {
+			return deny(BadName, "%s asked for cell %q with an invalid instance name: %v", who, req.Name, err)
+		}
+	}
+	if req.Requester != "" {
+		if err := cellname.Check(req.Requester); err != nil {
+			return deny(BadName, "the requester has an invalid name: %v", err)
+		}
+	}
+	c, ok := al.Cells[req.Name]
+	if !ok {
+		return deny(NotListed, "cell %q is not listed in %s", req.Name, al.Path)
+	}
+	if req.Requester != "" {
+		parent, ok := al.Cells[req.Requester]
+		switch {
+		case !ok:
+			return deny(EdgeDenied, "cell %q may not spawn %q: the requester is no longer listed in %s",
+				req.Requester, req.Name, al.Path)
+		case !slices.Contains(parent.Spawn, req.Name):
+			return deny(EdgeDenied, "cell %q may not spawn %q: it is not in the spawn list of [cell.%s] in %s",
+				req.Requester, req.Name, req.Requester, al.Path)
+		}
+	}
+	if d.Depth > al.Session.MaxDepth {
+		return deny(MaxDepth, "%s may not spawn %q: it would run at depth %d, and session.max_depth in %s is %d",
+			who, req.Name, d.Depth, al.Path, al.Session.MaxDepth)
+	}
+	if st.Cells >= al.Session.MaxCells {
+		return deny(MaxCells, "cell %q may not start: the session already has %d cells, and session.max_cells in %s is %d",
+			req.Name, st.Cells, al.Path, al.Session.MaxCells)
+	}
+	if n := st.Instances[req.Name]; n >= c.MaxInstances {
+		return deny(MaxInstances, "cell %q may not start: %d instances already run, and its max_instances in %s is %d",
+			req.Name, n, al.Path, c.MaxInstances)
+	}
+
+	backend, capa, why := resolveBackend(c.Backend, st.Backends)
+	if backend == cellspec.Auto {
+		return deny(BackendUnavailable, "cell %q may not start: %s", req.Name, why)
+	}
+	enforced := c.Limits.IsZero() || capa.EnforcesLimits
+	if !enforced && !c.AcceptUnenforcedLimits {
+		return deny(LimitsUnenforceable,
+			"cell %q may not start: backend %s cannot enforce its limits (%s): %s; set accept_unenforced_limits = true in %s to run it anyway",
+			req.Name, backend, c.Limits, orUnknown(capa.Reason), al.Path)
+	}
+
+	d.Allow, d.Code = true, OK
+	d.Reason = fmt.Sprintf("%s may spawn cell %q: listed in %s, backend %s", who, req.Name, al.Path, backend)
+	if !enforced {
+		d.Reason += fmt.Sprintf(", limits (%s) not enforced (%s) as the allowlist accepts", c.Limits, orUnknown(capa.Reason))
+	}
+	d.Spec = cellspec.Spec{
+		Name: req.Name,
+		Key:  cellname.Key(req.Name, req.Instance),
+		Exec: c.Exec,
+		// A copy, so that the supervisor owning the spec cannot change the
+		// allowlist shared by later decisions.
+		Args:           slices.Clone(c.Args),
+		Backend:        backend,
+		Network:        c.Network,
+		Limits:         c.Limits,
+		LimitsEnforced: enforced,
+	}
+	return d
+}
+
+// resolveBackend returns the backend to use and its capability, or Auto and
+// why none can be used.
+func resolveBackend(want cellspec.Backend, caps map[cellspec.Backend]Capability) (cellspec.Backend, Capability, string) {
+	if want != cellspec.Auto {
+		c, ok := caps[want]
+		if !ok || !c.Available {
+			return cellspec.Auto, c, fmt.Sprintf("its backend %s is unavailable: %s", want, orUnknown(c.Reason))
+		}
+		return want, c, ""
+	}
+	var whys []string
+	for _, b := range autoOrder {
+		c := caps[b]
+		if c.Available {
+			return b, c, ""
+		}
+		whys = append(whys, fmt.Sprintf("%s: %s", b, orUnknown(c.Reason)))
+	}
+	return cellspec.Auto, Capability{}, "no sandboxing backend is available (" + strings.Join(whys, "; ") + ")"
+}
+
+func orUnknown(reason string) string {
+	if reason == "" {
+		return "not probed or no reason given"
+	}
+	return reason
+}
