@@ -1,0 +1,98 @@
+#!/bin/bash
+# guest.sh: runs inside the lab VM, as root, from the test disk (run.sh puts
+# it there; the image's cell-vmlab.service starts it after boot). It runs
+# the test binaries in bin/ (or the command in cmd.sh) as the lingering test
+# user with the user's runtime dir and session bus, and prints everything
+# between the markers the host looks for:
+#   @@CELL-VMLAB-BEGIN uptime=SECONDS@@
+#   ...output...
+#   @@CELL-VMLAB-END status=N@@
+# It always exits 0: the status travels in the end marker.
+set -uo pipefail
+
+mnt=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+user=cellvm
+uid=$(id -u "$user" 2>/dev/null || echo 1000)
+runtime=/run/user/$uid
+status=0
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+echo "@@CELL-VMLAB-BEGIN uptime=$(uptime_s)@@"
+finish() {
+	echo "@@CELL-VMLAB-END status=$status@@"
+	exit 0
+}
+
+# The user's manager is ordered before this unit, but its session bus may
+# still be coming up under emulation.
+for _ in $(seq 180); do
+	[[ -S $runtime/bus ]] && break
+	sleep 1
+done
+if [[ ! -S $runtime/bus ]]; then
+	echo "vmlab guest: the session bus $runtime/bus of $user never appeared"
+	systemctl --no-pager status "user@$uid.service" 2>&1 | tail -n 20
+	status=125
+	finish
+fi
+
+# The user's environment: what a login session under systemd would give.
+user_env=(
+	HOME="/home/$user" USER="$user" LOGNAME="$user" SHELL=/bin/bash
+	PATH=/usr/local/bin:/usr/bin:/bin
+	LANG=C.UTF-8
+	XDG_RUNTIME_DIR="$runtime"
+	DBUS_SESSION_BUS_ADDRESS="unix:path=$runtime/bus"
+	CELL_VMLAB=1
+	CELL_VMLAB_DISK="$mnt"
+	CELL_VMLAB_EXTRA="$mnt/extra"
+)
+as_user() { runuser -u "$user" -- env -i "${user_env[@]}" "$@"; }
+
+mode=$(cat "$mnt/mode" 2>/dev/null || echo tests)
+case $mode in
+cmd)
+	work=$(as_user mktemp -d "/home/$user/cmd.XXXXXX")
+	(cd "$work" && as_user /bin/bash "$mnt/cmd.sh")
+	status=$?
+	;;
+tests)
+	args=()
+	if [[ -s $mnt/args ]]; then
+		mapfile -d '' -t args <"$mnt/args"
+	fi
+	timeout=$(cat "$mnt/test-timeout" 2>/dev/null || echo 20m)
+	passed=0 failed=0 bins=0
+	for bin in "$mnt"/bin/*.test; do
+		[[ -e $bin ]] || continue
+		bins=$((bins + 1))
+		name=$(basename "$bin" .test)
+		work=$(as_user mktemp -d "/home/$user/$name.XXXXXX")
+		echo "=== vmlab: $name (uptime $(uptime_s)s)"
+		log=$(mktemp)
+		(cd "$work" && as_user "$bin" -test.v -test.timeout="$timeout" "${args[@]}") 2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+		p=$(grep -c '^--- PASS' "$log")
+		f=$(grep -c '^--- FAIL' "$log")
+		rm -f "$log"
+		passed=$((passed + p)) failed=$((failed + f))
+		echo "=== vmlab: $name exit $rc ($p passed, $f failed; uptime $(uptime_s)s)"
+		if [[ $rc -ne 0 && $status -eq 0 ]]; then
+			status=$rc
+		fi
+	done
+	if [[ $bins -eq 0 ]]; then
+		echo "vmlab guest: no test binaries in $mnt/bin"
+		status=125
+	elif [[ $passed -eq 0 && $failed -eq 0 && $status -eq 0 ]]; then
+		echo "vmlab guest: the test binaries ran no test"
+		status=125
+	fi
+	echo "vmlab: $passed passed, $failed failed"
+	;;
+*)
+	echo "vmlab guest: unknown mode $mode"
+	status=125
+	;;
+esac
+finish

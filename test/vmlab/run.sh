@@ -1,0 +1,392 @@
+#!/usr/bin/env bash
+# run.sh: the integration lab. Boots a Debian VM (systemd, cgroup v2,
+# rootless Podman) under QEMU and runs the project's vmlab-tagged
+# integration test binaries in it as an unprivileged lingering user with a
+# systemd user session. Fails when a test fails, when the VM does not boot
+# or report, or when the run exceeds its time box. See usage() and
+# test/vmlab/README section in the project README.
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+usage: test/vmlab/run.sh [OPTIONS] [--] [TEST-ARGS...]
+
+Builds (or reuses from the cache) the lab's Debian VM image, compiles the
+vmlab test packages into static test binaries, puts them on a fresh test
+disk, boots the VM, runs every binary as the VM's user and prints its
+output and exit status. TEST-ARGS go to every test binary (e.g. -test.count=1).
+
+options:
+  --run REGEXP   run only the tests matching REGEXP (-test.run)
+  --cmd 'CMD'    instead of the tests, run the shell command CMD in the VM as
+                 the user (test binaries are still on the disk under
+                 $CELL_VMLAB_DISK/bin) and show its output and status
+  --clean        remove the whole cache folder first (forces an image build)
+  --rebuild      rebuild the image even if the cache has it
+  -h, --help     this text
+
+environment:
+  VMLAB_PACKAGES   Go packages to compile and run (default: every package
+                   under test/integration whose test files carry the vmlab
+                   build tag)
+  VMLAB_EXTRA      a folder copied onto the test disk as extra/ (the tests
+                   see it as $CELL_VMLAB_EXTRA), e.g. static cell binaries
+  CELL_VMLAB_CACHE the cache folder (default /var/cache/cell-vmlab as root,
+                   ${XDG_CACHE_HOME:-~/.cache}/cell-vmlab otherwise)
+  VMLAB_TIMEOUT    time box in seconds for boot plus tests (default 1800)
+  VMLAB_TEST_TIMEOUT  -test.timeout for each binary (default 20m)
+  VMLAB_MIRROR     Debian mirror (default: from the host's apt sources)
+  VMLAB_SUITE      Debian suite (default trixie)
+  VMLAB_KERNEL     kernel package (default linux-image-cloud-amd64)
+EOF
+}
+
+die() { printf 'vmlab: error: %s\n' "$*" >&2; exit 1; }
+say() { printf 'vmlab: %s\n' "$*"; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+go_tags="remote containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper btrfs_noversion vmlab"
+suite=${VMLAB_SUITE:-trixie}
+kernel_pkg=${VMLAB_KERNEL:-linux-image-cloud-amd64}
+time_box=${VMLAB_TIMEOUT:-1800}
+test_timeout=${VMLAB_TEST_TIMEOUT:-20m}
+if [[ $(id -u) -eq 0 ]]; then
+	cache=${CELL_VMLAB_CACHE:-/var/cache/cell-vmlab}
+else
+	cache=${CELL_VMLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cell-vmlab}
+fi
+
+mode=tests cmd="" clean=0 rebuild=0 test_args=()
+while [[ $# -gt 0 ]]; do
+	case $1 in
+	--run)
+		[[ $# -ge 2 ]] || die "--run needs a test name pattern"
+		test_args+=("-test.run=$2")
+		shift 2
+		;;
+	--run=*) test_args+=("-test.run=${1#--run=}"); shift ;;
+	--cmd)
+		[[ $# -ge 2 ]] || die "--cmd needs a shell command"
+		mode=cmd cmd=$2
+		shift 2
+		;;
+	--cmd=*) mode=cmd cmd=${1#--cmd=}; shift ;;
+	--clean) clean=1; shift ;;
+	--rebuild) rebuild=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	--) shift; test_args+=("$@"); break ;;
+	-test.*) test_args+=("$1"); shift ;;
+	*) die "unknown argument $1 (see --help)" ;;
+	esac
+done
+[[ $time_box =~ ^[0-9]+$ && $time_box -gt 0 ]] || die "VMLAB_TIMEOUT must be a number of seconds, got '$time_box'"
+
+# ---------------------------------------------------------------- host needs
+need_host_packages() {
+	local missing=()
+	command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+	command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+	if [[ $(id -u) -eq 0 ]]; then
+		command -v debootstrap >/dev/null || missing+=(debootstrap)
+	fi
+	[[ ${#missing[@]} -eq 0 ]] && return 0
+	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+	if [[ $(id -u) -ne 0 ]]; then
+		die "missing host tools; install them with:
+  sudo apt-get install -y --no-install-recommends ${missing[*]} debootstrap"
+	fi
+	say "installing host packages: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || die "apt-get update failed"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+# The Debian mirror the host's apt uses: the first 'deb' entry of a main
+# archive (not security, updates or backports) with the main component, from
+# /etc/apt/sources.list, sources.list.d/*.list and sources.list.d/*.sources.
+apt_entries() {
+	local f
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[[ -r $f ]] || continue
+		sed -e 's/#.*//' "$f" | awk '$1 == "deb" {
+			i = 2
+			if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ }
+			uri = $i; suite = $(i + 1); comps = ""
+			for (j = i + 2; j <= NF; j++) comps = comps " " $j
+			print uri, suite, comps
+		}'
+	done
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[[ -r $f ]] || continue
+		awk '
+		function flush(  n, m, i, j, U, S) {
+			if (types ~ /(^|[ \t])deb([ \t]|$)/ && tolower(enabled) != "no") {
+				n = split(uris, U, /[ \t]+/); m = split(suites, S, /[ \t]+/)
+				for (i = 1; i <= n; i++) for (j = 1; j <= m; j++)
+					if (U[i] != "" && S[j] != "") print U[i], S[j], comps
+			}
+			types = uris = suites = comps = key = ""; enabled = "yes"
+		}
+		BEGIN { enabled = "yes" }
+		/^#/ { next }
+		/^[ \t]*$/ { flush(); next }
+		/^[ \t]/ {
+			v = $0; sub(/^[ \t]+/, "", v)
+			if (key == "uris") uris = uris " " v
+			else if (key == "suites") suites = suites " " v
+			else if (key == "components") comps = comps " " v
+			next
+		}
+		{
+			k = $0; sub(/:.*/, "", k); k = tolower(k)
+			v = $0; sub(/^[^:]*:[ \t]*/, "", v)
+			key = k
+			if (k == "types") types = v
+			else if (k == "uris") uris = v
+			else if (k == "suites") suites = v
+			else if (k == "components") comps = v
+			else if (k == "enabled") enabled = v
+		}
+		END { flush() }' "$f"
+	done
+}
+host_mirror() {
+	local uri suite comps
+	while read -r uri suite comps; do
+		[[ $suite == */* || $suite =~ -(security|updates|backports|proposed-updates)$ ]] && continue
+		[[ $uri == *security* ]] && continue
+		[[ " $comps " == *" main "* ]] || continue
+		[[ ${uri%/} == */debian ]] || continue
+		echo "${uri%/}"
+		return 0
+	done < <(apt_entries)
+	return 1
+}
+
+# ------------------------------------------------------------------- helpers
+now() { date +%s; }
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+tmp=""
+qemu_pid=""
+cleanup() {
+	if [[ -n $qemu_pid ]] && kill -0 "$qemu_pid" 2>/dev/null; then
+		kill "$qemu_pid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qemu_pid" 2>/dev/null || true
+	fi
+	[[ -n $tmp ]] && rm -rf "$tmp"
+	return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- the image
+image_key() {
+	{
+		echo "suite=$suite"
+		echo "mirror=$mirror"
+		echo "kernel=$kernel_pkg"
+		echo "--- packages.txt"
+		sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt" | grep -v '^$'
+		echo "--- image.sh"
+		cat "$here/image.sh"
+	} | sha256sum | cut -c1-16
+}
+
+build_image() {
+	local dir=$1
+	if [[ $(id -u) -ne 0 ]]; then
+		die "the image $dir is not in the cache and building it needs root (debootstrap, chroot).
+  Build it once as root with this same cache folder, e.g.:
+  sudo CELL_VMLAB_CACHE='$cache' bash test/vmlab/run.sh --cmd true"
+	fi
+	command -v debootstrap >/dev/null || die "debootstrap is not installed"
+	say "building the VM image $(basename "$dir") ($suite from $mirror, kernel $kernel_pkg)"
+	bash "$here/image.sh" "$dir" "$mirror" "$suite" "$kernel_pkg" "$here/packages.txt"
+	# Older images are no use any more: keep the cache to one image.
+	local old
+	for old in "$cache"/image-*; do
+		[[ $old != "$dir" && -d $old ]] && rm -rf "$old"
+	done
+	return 0
+}
+
+# -------------------------------------------------------------- test disk
+vmlab_packages() {
+	if [[ -n ${VMLAB_PACKAGES:-} ]]; then
+		printf '%s\n' $VMLAB_PACKAGES
+		return
+	fi
+	(cd "$repo" && grep -rlE --include='*_test.go' '^//go:build .*\bvmlab\b' test/integration 2>/dev/null |
+		xargs -r -n1 dirname | sort -u | sed 's|^|./|')
+}
+
+build_test_disk() {
+	local disk=$1 root=$tmp/disk pkg name n=0
+	mkdir -p "$root/bin"
+	local -a pkgs
+	mapfile -t pkgs < <(vmlab_packages)
+	[[ ${#pkgs[@]} -gt 0 ]] || die "no test packages: none under test/integration has the vmlab build tag and VMLAB_PACKAGES is empty"
+	for pkg in "${pkgs[@]}"; do
+		name=$(printf '%s' "${pkg#./}" | sed -e 's|^test/integration/||' -e 's|[/.]|-|g' -e 's|^-*||')
+		[[ -n $name ]] || name=root
+		say "compiling $pkg"
+		(cd "$repo" && CGO_ENABLED=0 go test -c -tags "$go_tags" -o "$root/bin/$name.test" "$pkg") ||
+			die "compiling $pkg failed"
+		if [[ -e $root/bin/$name.test ]]; then
+			n=$((n + 1))
+		else
+			say "warning: $pkg has no test files for the vmlab tag; nothing to run from it"
+		fi
+	done
+	[[ $n -gt 0 ]] || die "none of the packages produced a test binary"
+	install -m 0755 "$here/guest.sh" "$root/guest.sh"
+	echo "$mode" >"$root/mode"
+	echo "$test_timeout" >"$root/test-timeout"
+	if [[ ${#test_args[@]} -gt 0 ]]; then
+		printf '%s\0' "${test_args[@]}" >"$root/args"
+	else
+		: >"$root/args"
+	fi
+	if [[ $mode == cmd ]]; then
+		printf '%s\n' "$cmd" >"$root/cmd.sh"
+	fi
+	mkdir -p "$root/extra"
+	if [[ -n ${VMLAB_EXTRA:-} ]]; then
+		[[ -d $VMLAB_EXTRA ]] || die "VMLAB_EXTRA=$VMLAB_EXTRA is not a folder"
+		cp -a "$VMLAB_EXTRA/." "$root/extra/"
+	fi
+	chmod -R a+rX "$root"
+	local kib
+	kib=$(du -sk "$root" | cut -f1)
+	truncate -s "$(((kib * 5 / 4 + 32 * 1024) / 1024))M" "$disk"
+	mkfs.ext4 -q -F -L cellvmlab -d "$root" "$disk" || die "making the test disk failed"
+}
+
+# -------------------------------------------------------------------- boot
+boot_and_run() {
+	local image=$1 disk=$2 log=$3
+	local -a qemu=(
+		qemu-system-x86_64
+		-accel tcg -m 2048 -smp 2
+		-nodefaults -display none -no-reboot
+		-serial "file:$log"
+		-kernel "$image/vmlinuz" -initrd "$image/initrd.img"
+		-append "console=ttyS0 root=/dev/vda rw quiet loglevel=3 panic=-1 systemd.show_status=false"
+		-drive "file=$image/root.img,format=raw,if=virtio,snapshot=on"
+		-drive "file=$disk,format=raw,if=virtio,snapshot=on"
+	)
+	: >"$log"
+	# TMPDIR: where QEMU keeps the snapshot overlays of the two disks.
+	TMPDIR=$tmp timeout -k 15 "$time_box" "${qemu[@]}" </dev/null >"$tmp/qemu.out" 2>&1 &
+	qemu_pid=$!
+	# Show the console as it comes: the markers' contents as they are, boot
+	# messages prefixed.
+	tail -n +1 -F --pid="$qemu_pid" "$log" 2>/dev/null | awk '
+		{ sub(/\r$/, "") }
+		/^@@CELL-VMLAB-BEGIN/ { inside = 1; print "---- vm output ----"; fflush(); next }
+		/^@@CELL-VMLAB-END/ { inside = 0; print "---- end of vm output ----"; fflush(); next }
+		inside { print; fflush(); next }
+		{ print "console| " $0; fflush() }'
+	local rc=0
+	wait "$qemu_pid" || rc=$?
+	qemu_pid=""
+	return "$rc"
+}
+
+# ---------------------------------------------------------------------- main
+t_start=$(now)
+need_host_packages
+
+mirror=${VMLAB_MIRROR:-}
+if [[ -z $mirror ]]; then
+	mirror=$(host_mirror) || die "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/ (set VMLAB_MIRROR)"
+fi
+
+if [[ $clean -eq 1 && -d $cache ]]; then
+	say "removing the cache $cache"
+	rm -rf "$cache"
+fi
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock -w 3600 9 || die "another run holds $cache/lock"
+
+key=$(image_key)
+image=$cache/image-$key
+image_note="cached"
+t0=$(now)
+if [[ $rebuild -eq 1 && -d $image ]]; then
+	rm -rf "$image"
+fi
+if [[ ! -f $image/root.img || ! -f $image/info ]]; then
+	rm -rf "$image"
+	build_image "$image"
+	image_note="built"
+else
+	say "image $key from the cache ($image)"
+fi
+t_image=$(($(now) - t0))
+sed 's/^/vmlab: image /' "$image/info"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/cell-vmlab.XXXXXX")
+t0=$(now)
+build_test_disk "$tmp/test.img"
+t_disk=$(($(now) - t0))
+
+say "booting (TCG emulation, 2 CPUs, 2 GiB; time box ${time_box}s)"
+console=$tmp/console.log
+t0=$(now)
+qemu_rc=0
+boot_and_run "$image" "$tmp/test.img" "$console" || qemu_rc=$?
+t_vm=$(($(now) - t0))
+
+# Keep the last run's console for a look afterwards.
+mkdir -p "$cache/last-run"
+tr -d '\r' <"$console" >"$cache/last-run/console.log"
+awk '/^@@CELL-VMLAB-BEGIN/ { inside = 1; next } /^@@CELL-VMLAB-END/ { inside = 0 } inside' \
+	"$cache/last-run/console.log" >"$cache/last-run/output.log"
+
+begin=$(grep -m1 -a '^@@CELL-VMLAB-BEGIN' "$cache/last-run/console.log" || true)
+end=$(grep -m1 -a '^@@CELL-VMLAB-END status=' "$cache/last-run/console.log" || true)
+boot_secs=""
+if [[ $begin =~ uptime=([0-9]+) ]]; then
+	boot_secs=${BASH_REMATCH[1]}
+fi
+
+status=""
+fail=""
+if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
+	fail="the VM exceeded its time box of ${time_box}s (VMLAB_TIMEOUT)"
+elif [[ -z $begin ]]; then
+	fail="the VM never reported (no start marker on the console): it did not boot or the runner did not start"
+elif [[ ! $end =~ status=([0-9]+) ]]; then
+	fail="the VM's output has no end marker: the run was cut short"
+else
+	status=${BASH_REMATCH[1]}
+	[[ $status -eq 0 ]] || fail="the run in the VM failed with status $status"
+fi
+if [[ -z $fail && $qemu_rc -ne 0 ]]; then
+	fail="qemu exited with status $qemu_rc"
+fi
+if [[ -n $fail && -s $tmp/qemu.out ]]; then
+	sed 's/^/qemu| /' "$tmp/qemu.out" >&2
+fi
+
+echo
+say "phase times: image $(fmt_secs "$t_image") ($image_note), test disk $(fmt_secs "$t_disk"), boot+run $(fmt_secs "$t_vm")$(
+	[[ -n $boot_secs ]] && printf ' (boot %s, run %s)' "$(fmt_secs "$boot_secs")" "$(fmt_secs $((t_vm > boot_secs ? t_vm - boot_secs : 0)))"
+), total $(fmt_secs $(($(now) - t_start)))"
+say "console log: $cache/last-run/console.log"
+if [[ -n $fail ]]; then
+	say "FAIL: $fail"
+	grep -a -m1 '^vmlab: [0-9]* passed, [0-9]* failed' "$cache/last-run/output.log" || true
+	exit 1
+fi
+say "PASS"
+# The closing line: the tests' count, as the guest reported it.
+grep -a -m1 '^vmlab: [0-9]* passed, [0-9]* failed' "$cache/last-run/output.log" || true
