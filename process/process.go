@@ -178,28 +178,33 @@ func (in *Instance) ExitStatus() string {
 }
 
 // Stop sends SIGTERM to the child's process group (all but its leader when
-// the Command said SpareLeader), waits for the child to be reaped or ctx to
-// end, and on ctx's end sends SIGKILL to the whole group and waits for the
-// reap. It returns nil once the child is reaped, whichever way it ended; the
-// way shows in ExitStatus. It is safe to call many times, concurrently and
-// after the child exited. Processes that left the group (setsid) are beyond
-// its reach: containing those is the job of a pid namespace or a cgroup.
+// the Command said SpareLeader) and waits for the child to be reaped or ctx
+// to end; when ctx ends (or had ended already, which skips the SIGTERM) it
+// sends SIGKILL to the whole group and waits for the reap. It returns nil
+// once the child is reaped, whichever way it ended (ExitStatus tells), and an
+// error only when the SIGKILL could not be sent, without waiting then. It is
+// safe to call many times, concurrently and after the child exited.
+// Processes that left the group (setsid) are beyond its reach: containing
+// those is the job of a pid namespace or a cgroup.
 func (in *Instance) Stop(ctx context.Context) error {
 	select {
 	case <-in.done:
 		return nil
 	default:
 	}
-	termErr := in.signal(syscall.SIGTERM, in.spareLeader)
-	select {
-	case <-in.done:
-		return nil
-	case <-ctx.Done():
+	if ctx.Err() == nil {
+		// A ctx that has ended already asks for force only; a SIGTERM
+		// racing the SIGKILL would make the outcome random. A failed
+		// SIGTERM is no reason to skip the wait: the SIGKILL follows.
+		_ = in.signal(syscall.SIGTERM, in.spareLeader)
+		select {
+		case <-in.done:
+			return nil
+		case <-ctx.Done():
+		}
 	}
-	killErr := in.signal(syscall.SIGKILL, false)
-	if termErr != nil && killErr != nil {
-		// Neither signal could be sent: waiting could block forever.
-		return fmt.Errorf("stop pid %d: %w", in.pid, errors.Join(termErr, killErr))
+	if err := in.signal(syscall.SIGKILL, false); err != nil {
+		return fmt.Errorf("stop pid %d: %w", in.pid, err)
 	}
 	<-in.done
 	return nil
