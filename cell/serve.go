@@ -102,6 +102,14 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 		lock.Close()
 	}()
 
+	// Watch the root before binding: once the socket accepts, the root may
+	// count this cell as ready, and the cell must then notice its death.
+	gone, stopWatch, err := watchUmbilical(ctx, s)
+	if err != nil {
+		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
+	}
+	defer stopWatch()
+
 	sockPath := rundir.SocketPath(s.Dir(), key)
 	// Only the lock holder may remove the socket: without the lock it could
 	// be a live instance's.
@@ -125,13 +133,6 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 		ln.Close()
 		return fmt.Errorf("serve %s: %w", key, err)
 	}
-
-	gone, stopWatch, err := watchUmbilical(ctx, s)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
-	}
-	defer stopWatch()
 
 	srv := newServer(h, log)
 	acceptErr := make(chan error, 1)
