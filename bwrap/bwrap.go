@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/rundir"
 )
 
 // DefaultPath is used when New or Probe get an empty bwrap path.
@@ -73,6 +74,11 @@ func Args(spec cellspec.Spec) []string {
 		// After the /tmp tmpfs: the session dir may live under /tmp.
 		parents(spec.SessionDir)
 		a = append(a, "--bind", spec.SessionDir, spec.SessionDir)
+		// The umbilical socket becomes a mount point of its own: a cell
+		// can write in the session dir, but cannot unlink or replace the
+		// root's socket (EBUSY) to impersonate the root to other cells.
+		umbilical := filepath.Join(spec.SessionDir, rundir.UmbilicalName)
+		a = append(a, "--ro-bind", umbilical, umbilical)
 		made[spec.SessionDir] = true
 		bound = append(bound, spec.SessionDir)
 	}

@@ -212,6 +212,13 @@ func waitOutput(t *testing.T, out *syncBuffer, want string) {
 func cellSpec(t *testing.T, mode string, out *syncBuffer, extraEnv ...string) cellspec.Spec {
 	t.Helper()
 	session := t.TempDir()
+	// The root's umbilical socket always exists before a cell launches;
+	// the sandbox pins it read-only.
+	ln, err := net.Listen("unix", filepath.Join(session, "umbilical.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	env := append([]string{
 		"CELL_TEST_HELPER=" + mode,
 		"CELL_NAME=probe",

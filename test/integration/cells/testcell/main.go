@@ -56,6 +56,8 @@ func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte
 			f.Close()
 		}
 		return result(err), nil
+	case "remove":
+		return result(os.Remove(arg)), nil
 	case "dial":
 		conn, err := net.DialTimeout("tcp", arg, 2*time.Second)
 		if err == nil {

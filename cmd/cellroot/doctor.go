@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+
+	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/audit"
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/rundir"
+)
+
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	alPath := fl.String("allowlist", "", "allowlist file to check (default as for serve)")
+	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
+	fl.Usage = func() {
+		fmt.Fprint(stderr, `Usage: cellroot doctor [flags]
+
+Reports what this machine can do for Cell: the runtime dir, the allowlist,
+each backend (available or not, and whether it can enforce resource limits,
+with the reason) and where the audit goes. Exits 1 when the allowlist exists
+but is invalid or no sandboxing backend is available.
+
+Flags:
+`)
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	code := 0
+	if base, err := rundir.Base(); err != nil {
+		fmt.Fprintf(stdout, "runtime dir: PROBLEM: %v\n", err)
+		code = 1
+	} else {
+		fmt.Fprintf(stdout, "runtime dir: %s\n", base)
+	}
+
+	path, err := allowlistPath(*alPath)
+	if err == nil {
+		var al *allowlist.File
+		al, err = allowlist.Load(path)
+		if err == nil {
+			fmt.Fprintf(stdout, "allowlist:   %s (%d cells)\n", path, len(al.Cells))
+		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(stdout, "allowlist:   %s is missing: every spawn will be denied\n", path)
+	case err != nil:
+		fmt.Fprintf(stdout, "allowlist:   PROBLEM: %v\n", err)
+		code = 1
+	}
+
+	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin})
+	backends := make([]string, 0, len(caps.Capabilities))
+	for b := range caps.Capabilities {
+		backends = append(backends, string(b))
+	}
+	sort.Strings(backends)
+	sandboxed := false
+	for _, b := range backends {
+		c := caps.Capabilities[cellspec.Backend(b)]
+		status := "unavailable"
+		if c.Available {
+			status = "available, limits not enforced"
+			if c.EnforcesLimits {
+				status = "available, limits enforced"
+			}
+			sandboxed = sandboxed || cellspec.Backend(b) != cellspec.Process
+		}
+		fmt.Fprintf(stdout, "backend %-8s %s: %s\n", b, status, c.Reason)
+	}
+	if !sandboxed {
+		fmt.Fprintln(stdout, "PROBLEM: no sandboxing backend is available; only cells the allowlist runs as \"process\" can start")
+		code = 1
+	}
+	if _, err := audit.NewJournal(func(error) {}); err != nil {
+		fmt.Fprintf(stdout, "audit:       structured log on stderr only (%v)\n", err)
+	} else {
+		fmt.Fprintln(stdout, "audit:       structured log on stderr and the systemd journal")
+	}
+	return code
+}

@@ -1,0 +1,68 @@
+// Command cellroot is the per-user session root of Cell: it launches the cells
+// of one app on request, as the allowlist permits, and tears them all down
+// when the app goes.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `cellroot: the per-user session root of Cell.
+
+An app (the owner) starts "cellroot serve" through the Cell SDK; the root lives
+exactly as long as the owner's umbilical connection. Cells ask it to spawn other
+cells by name; it checks every request against the allowlist, launches the cell
+sandboxed, audits the decision and, when the owner goes, stops every cell and
+removes the session's files.
+
+Usage:
+  cellroot serve   (--umbilical-fd N | --listen PATH) [flags]   run a session root
+  cellroot ps      [--json]                                    show the user's sessions and their cells
+  cellroot doctor                                              say what this machine can enforce
+  cellroot help    [COMMAND]                                   show help
+
+Files:
+  allowlist  --allowlist, else $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml
+             (~/.config/cell/allowlist.toml); missing means every spawn is denied
+  runtime    $XDG_RUNTIME_DIR/cell/<session>/, or /tmp/cell-<uid>/<session>/ when
+             XDG_RUNTIME_DIR is unset
+
+Run "cellroot COMMAND --help" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stderr)
+	case "ps":
+		return runPs(ctx, rest, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		if len(rest) == 1 && rest[0] != "help" {
+			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "cellroot: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}

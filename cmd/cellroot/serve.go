@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/audit"
+	"github.com/cellproject/cell/bwrap"
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/supervisor"
+)
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fd := fl.Int("umbilical-fd", -1, "inherited file descriptor of the owner's connected umbilical socket (what the SDK passes)")
+	listen := fl.String("listen", "", "accept the owner's umbilical as the first connection on this socket path instead")
+	alPath := fl.String("allowlist", "", "allowlist file (default $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml)")
+	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
+	readyTimeout := fl.Duration("ready-timeout", 10*time.Second, "how long a spawn waits for the cell's socket")
+	stopGrace := fl.Duration("stop-grace", 3*time.Second, "time between SIGTERM and SIGKILL when stopping a cell")
+	logFormat := fl.String("log-format", "console", "log format on stderr: console or json")
+	cellOutput := fl.Bool("cell-output", true, "copy the cells' stdout and stderr to stderr, prefixed with the cell's name")
+	fl.Usage = func() {
+		fmt.Fprint(stderr, `Usage: cellroot serve (--umbilical-fd N | --listen PATH) [flags]
+
+Runs one session root. It ends, after stopping every cell and removing the
+session dir, when the owner's umbilical connection closes or on SIGTERM/SIGINT.
+At start it collects what dead sessions of this user left behind.
+
+Flags:
+`)
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fl.NArg() != 0 || (*fd < 0) == (*listen == "") {
+		fmt.Fprintln(stderr, "cellroot serve: exactly one of --umbilical-fd or --listen is required")
+		fl.Usage()
+		return 2
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "cellroot serve: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, allowlist: *alPath, bwrap: *bwrapBin,
+		readyTimeout: *readyTimeout, stopGrace: *stopGrace, cellOutput: *cellOutput, stderr: stderr}); err != nil {
+		log.Error("serve failed", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+type serveOptions struct {
+	fd                      int
+	listen                  string
+	allowlist, bwrap        string
+	readyTimeout, stopGrace time.Duration
+	cellOutput              bool
+	stderr                  io.Writer
+}
+
+func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
+	// Take the owner's connection first: if anything below fails, closing it
+	// tells the owner at once.
+	owner, err := ownerConn(ctx, o.fd, o.listen)
+	if err != nil {
+		return err
+	}
+	base, err := rundir.Base()
+	if err != nil {
+		owner.Close()
+		return err
+	}
+	if ids, err := supervisor.Collect(base, log); err != nil {
+		log.Warn("collecting dead sessions", zap.Error(err), zap.Strings("collected", ids))
+	}
+
+	cfg := supervisor.Config{Base: base, Log: log, ReadyTimeout: o.readyTimeout, StopGrace: o.stopGrace}
+	path, err := allowlistPath(o.allowlist)
+	if err == nil {
+		cfg.Allowlist, err = allowlist.Load(path)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		cfg.AllowlistErr = fmt.Errorf("no allowlist at %s: every spawn is denied", path)
+		log.Warn("no allowlist", zap.String("path", path))
+	case err != nil:
+		cfg.AllowlistErr = fmt.Errorf("allowlist unusable, every spawn is denied: %w", err)
+		log.Error("allowlist unusable", zap.Error(err))
+	}
+
+	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: o.bwrap})
+	cfg.Capabilities = caps.Capabilities
+	cfg.Backends = map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}
+	if caps.BwrapPath != "" {
+		cfg.Backends[cellspec.Bwrap] = supervisor.Adapt(bwrap.New(caps.BwrapPath))
+	}
+	for b, c := range caps.Capabilities {
+		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available), zap.String("note", c.Reason))
+	}
+
+	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
+	if j, err := audit.NewJournal(func(err error) { log.Warn("journal", zap.Error(err)) }); err == nil {
+		sinks = append(sinks, j)
+	} else {
+		log.Info("audit goes to the log only", zap.Error(err))
+	}
+	cfg.Audit = audit.Multi(sinks...)
+	if o.cellOutput {
+		cfg.CellOutput = o.stderr
+	}
+
+	s, err := supervisor.New(cfg)
+	if err != nil {
+		owner.Close()
+		return err
+	}
+	return s.Serve(ctx, owner)
+}
+
+// ownerConn returns the owner's umbilical: the inherited descriptor, or the
+// first connection accepted on the listen path.
+func ownerConn(ctx context.Context, fd int, listen string) (net.Conn, error) {
+	if fd >= 0 {
+		f := os.NewFile(uintptr(fd), "umbilical")
+		if f == nil {
+			return nil, fmt.Errorf("umbilical fd %d is not open", fd)
+		}
+		defer f.Close()
+		conn, err := net.FileConn(f)
+		if err != nil {
+			return nil, fmt.Errorf("umbilical fd %d: %w", fd, err)
+		}
+		if _, ok := conn.(*net.UnixConn); !ok {
+			conn.Close()
+			return nil, fmt.Errorf("umbilical fd %d is not a unix socket", fd)
+		}
+		return conn, nil
+	}
+	ln, err := net.Listen("unix", listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the owner: %w", err)
+	}
+	defer ln.Close()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	conn, err := ln.Accept()
+	if err != nil {
+		return nil, fmt.Errorf("accept the owner on %s: %w", listen, err)
+	}
+	return conn, nil
+}
+
+// allowlistPath resolves which allowlist file applies.
+func allowlistPath(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if p := os.Getenv("CELL_ALLOWLIST"); p != "" {
+		return p, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("find the allowlist: %w", err)
+	}
+	return dir + "/cell/allowlist.toml", nil
+}
+
+func newLogger(format string, w io.Writer) (*zap.Logger, error) {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("unknown log format %q (console or json)", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zapcore.InfoLevel)).Named("cellroot"), nil
+}

@@ -1,0 +1,260 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/audit"
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/policy"
+	"github.com/cellproject/cell/rundir"
+)
+
+// Backend launches cells of one kind (bubblewrap, process, ...).
+type Backend interface {
+	Launch(ctx context.Context, spec cellspec.Spec) (Instance, error)
+}
+
+// Instance is one launched cell.
+type Instance interface {
+	// ID is the pid, container id or unit name, for ps and the audit.
+	ID() string
+	// Done is closed once the cell has exited and its resources are released.
+	Done() <-chan struct{}
+	// ExitStatus says how the cell ended; only meaningful after Done.
+	ExitStatus() string
+	// Stop asks the cell to end and forces it when ctx ends; it returns once
+	// the cell is gone and is safe to call repeatedly and concurrently.
+	Stop(ctx context.Context) error
+}
+
+// Config is what a session needs from its wiring.
+type Config struct {
+	// Base is the user's runtime dir (rundir.Base).
+	Base string
+	// Allowlist is the loaded allowlist; when nil, AllowlistErr says why and
+	// every spawn is denied.
+	Allowlist    *allowlist.File
+	AllowlistErr error
+	// Backends launch cells; Capabilities says what each can do here. A
+	// backend missing from Backends is never chosen.
+	Backends     map[cellspec.Backend]Backend
+	Capabilities map[cellspec.Backend]policy.Capability
+	// Audit receives every decision; Log the root's own diagnostics.
+	Audit audit.Sink
+	Log   *zap.Logger
+	// CellOutput receives the cells' stdout and stderr, each line prefixed
+	// with the cell's key; nil discards them.
+	CellOutput io.Writer
+	// ReadyTimeout bounds how long a spawn waits for the cell's socket
+	// (default 10 s); StopGrace how long a stopped cell has between SIGTERM
+	// and SIGKILL (default 3 s).
+	ReadyTimeout time.Duration
+	StopGrace    time.Duration
+}
+
+// Session is one live session: its dir, its umbilical listener and its cells.
+type Session struct {
+	cfg        Config
+	id         string
+	dir        string
+	ownerToken string
+	rootLock   *os.File
+	listener   *net.UnixListener
+	out        *lineWriter
+
+	// life is cancelled when teardown starts; every goroutine of the session
+	// watches it.
+	life   context.Context
+	endNow context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu guards cells, tokens, conns and closing. It is never held while
+	// waiting on a cell or the network.
+	mu      sync.Mutex
+	cells   map[string]*cellEntry
+	tokens  map[string]string // cell token -> key
+	conns   map[net.Conn]struct{}
+	closing bool
+}
+
+// New creates the session dir, takes the session's root lock and listens on
+// its umbilical socket. The caller must call Serve, which owns the teardown.
+func New(cfg Config) (*Session, error) {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 3 * time.Second
+	}
+	id, dir, err := rundir.NewSession(cfg.Base)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		cfg:    cfg,
+		id:     id,
+		dir:    dir,
+		cells:  map[string]*cellEntry{},
+		tokens: map[string]string{},
+		conns:  map[net.Conn]struct{}{},
+	}
+	fail := func(err error) (*Session, error) {
+		s.removeFiles()
+		return nil, err
+	}
+	if s.rootLock, err = rundir.TryLock(rundir.RootLockPath(cfg.Base, id)); err != nil {
+		return fail(fmt.Errorf("session %s: %w", id, err))
+	}
+	if s.ownerToken, err = newToken(); err != nil {
+		return fail(err)
+	}
+	addr := &net.UnixAddr{Name: filepath.Join(dir, rundir.UmbilicalName), Net: "unix"}
+	if s.listener, err = net.ListenUnix("unix", addr); err != nil {
+		return fail(fmt.Errorf("listen on umbilical: %w", err))
+	}
+	s.listener.SetUnlinkOnClose(false)
+	s.out = newLineWriter(cfg.CellOutput)
+	s.life, s.endNow = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// ID is the session id.
+func (s *Session) ID() string { return s.id }
+
+// Dir is the session dir.
+func (s *Session) Dir() string { return s.dir }
+
+// Serve runs the session until the owner's connection ends or ctx is
+// cancelled (a signal), then tears everything down and returns. The owner
+// connection belongs to Serve from here on.
+func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionStart, Session: s.id, Allow: true, Reason: "root started"})
+	s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
+
+	ownerGone := make(chan struct{})
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		defer close(ownerGone)
+		s.serveConn(owner, true)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.acceptLoop()
+	}()
+
+	reason := "owner closed the umbilical"
+	select {
+	case <-ownerGone:
+	case <-ctx.Done():
+		reason = "signal"
+	}
+	s.teardown(reason)
+	return nil
+}
+
+func (s *Session) acceptLoop() {
+	for {
+		conn, err := s.listener.AcceptUnix()
+		if err != nil {
+			if s.life.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.cfg.Log.Warn("umbilical accept", zap.Error(err))
+				continue
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn, false)
+		}()
+	}
+}
+
+// teardown stops every cell, closes every connection and removes every file
+// of the session. The session is unusable afterwards.
+func (s *Session) teardown(reason string) {
+	s.cfg.Log.Info("session ending", zap.String("session", s.id), zap.String("reason", reason))
+	s.mu.Lock()
+	s.closing = true
+	for c := range s.conns {
+		c.Close() // cells see their umbilical close and can exit on their own
+	}
+	entries := make([]*cellEntry, 0, len(s.cells))
+	for _, e := range s.cells {
+		entries = append(entries, e)
+	}
+	s.mu.Unlock()
+	s.listener.Close()
+	s.endNow()
+
+	var stops sync.WaitGroup
+	for _, e := range entries {
+		stops.Add(1)
+		go func() {
+			defer stops.Done()
+			s.stopEntry(e, "session ending: "+reason)
+		}()
+	}
+	stops.Wait()
+	s.wg.Wait()
+	s.removeFiles()
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionEnd, Session: s.id, Allow: true, Reason: reason})
+	s.cfg.Log.Info("session ended", zap.String("session", s.id))
+}
+
+// removeFiles deletes the session dir, the record and, last, the root lock,
+// so that a collector never sees a half-removed session as live.
+func (s *Session) removeFiles() {
+	if err := os.RemoveAll(s.dir); err != nil {
+		s.cfg.Log.Error("remove session dir", zap.Error(err))
+	}
+	os.Remove(rundir.RecordPath(s.cfg.Base, s.id))
+	if s.rootLock != nil {
+		os.Remove(s.rootLock.Name())
+		s.rootLock.Close()
+	}
+}
+
+func newToken() (string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	return hex.EncodeToString(raw[:]), nil
+}
+
+// launcher is a backend whose Launch returns its own concrete instance type.
+type launcher[I Instance] interface {
+	Launch(ctx context.Context, spec cellspec.Spec) (I, error)
+}
+
+// Adapt turns a backend that returns a concrete instance type into a Backend,
+// so that backend packages need not import this one.
+func Adapt[I Instance](l launcher[I]) Backend { return adapted[I]{l} }
+
+type adapted[I Instance] struct{ l launcher[I] }
+
+func (a adapted[I]) Launch(ctx context.Context, spec cellspec.Spec) (Instance, error) {
+	inst, err := a.l.Launch(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return inst, nil
+}
