@@ -1,0 +1,57 @@
+// Command eye is the first cell of the example chain: asked to "see", it
+// grows retina and asks it to sense, and it also tries to grow nose, which
+// the allowlist does not let eye spawn, and reports that denial.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/examples/internal/demo"
+	"github.com/cellproject/cell/wire"
+)
+
+func main() {
+	os.Exit(demo.CellMain("eye", func(s *cell.Session, log *zap.Logger) cell.Handler {
+		return cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
+			if method != "see" {
+				return nil, cell.UnknownMethod(method)
+			}
+			ctx, cancel := context.WithTimeout(ctx, demo.CallTimeout)
+			defer cancel()
+			retina, err := s.Grow(ctx, "retina")
+			if err != nil {
+				return nil, fmt.Errorf("eye: %w", err)
+			}
+			defer retina.Close()
+			sensed, err := retina.Call(ctx, "sense", body)
+			if err != nil {
+				return nil, fmt.Errorf("eye: %w", err)
+			}
+			return []byte(fmt.Sprintf("retina: %s; nose: %s", sensed, tryNose(ctx, s, log))), nil
+		})
+	}))
+}
+
+// tryNose grows nose, which eye's allowlist entry does not name, to show the
+// root refusing a spawn edge; it says what happened.
+func tryNose(ctx context.Context, s *cell.Session, log *zap.Logger) string {
+	nose, err := s.Grow(ctx, "nose")
+	var denial *wire.Error
+	switch {
+	case err == nil:
+		nose.Close()
+		log.Warn("nose was granted; the allowlist lets eye spawn it")
+		return "granted (the allowlist lets eye spawn nose)"
+	case wire.IsCode(err, wire.CodeDenied) && errors.As(err, &denial):
+		log.Info("nose denied, as the allowlist says", zap.String("reason", denial.Reason))
+		return fmt.Sprintf("denied (%s)", denial.Reason)
+	default:
+		return fmt.Sprintf("failed: %v", err)
+	}
+}
