@@ -12,7 +12,7 @@ deps:
 
 # Static binaries: cellroot, the example app and its cells.
 build: deps
-	$(GO) build -o $(BIN)/ ./cmd/cellroot ./examples/brain ./examples/eye ./examples/retina ./examples/cone
+	$(GO) build -o $(BIN)/ ./cmd/cellroot ./examples/...
 
 vet:
 	$(GO) vet ./...

@@ -39,7 +39,7 @@ chmod 755 "$stage"
 mkdir -p "$stage/bin" "$stage/tests" "$stage/src"
 
 echo "== building binaries"
-go build -o "$stage/bin/" ./cmd/cellroot ./examples/brain ./examples/eye ./examples/retina ./examples/cone ./test/integration/cells/...
+go build -o "$stage/bin/" ./cmd/cellroot ./examples/... ./test/integration/cells/...
 
 echo "== building test binaries"
 pkgs=$(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...)

@@ -17,7 +17,8 @@ runtime=/run/user/$uid
 status=0
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-echo "@@CELL-VMLAB-BEGIN uptime=$(uptime_s)@@"
+# A fresh line first: systemd may have written terminal control codes.
+printf '\n@@CELL-VMLAB-BEGIN uptime=%s@@\n' "$(uptime_s)"
 finish() {
 	echo "@@CELL-VMLAB-END status=$status@@"
 	exit 0

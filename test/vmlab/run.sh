@@ -38,6 +38,8 @@ environment:
   VMLAB_MIRROR     Debian mirror (default: from the host's apt sources)
   VMLAB_SUITE      Debian suite (default trixie)
   VMLAB_KERNEL     kernel package (default linux-image-cloud-amd64)
+  VMLAB_APPEND     kernel arguments instead of the quiet default, to debug a
+                   boot (e.g. 'systemd.log_level=debug')
 EOF
 }
 
@@ -269,6 +271,21 @@ build_test_disk() {
 }
 
 # -------------------------------------------------------------------- boot
+# show_console prints the serial console as it comes: the lines between the
+# markers as they are, boot messages prefixed. (A shell loop, because awk
+# implementations buffer their input from a pipe.)
+show_console() {
+	local line inside=0
+	while IFS= read -r line || [[ -n $line ]]; do
+		line=${line%$'\r'}
+		case $line in
+		*@@CELL-VMLAB-BEGIN*) inside=1; echo "---- vm output ----" ;;
+		*@@CELL-VMLAB-END*) inside=0; echo "---- end of vm output ----" ;;
+		*) if [[ $inside -eq 1 ]]; then printf '%s\n' "$line"; else printf 'console| %s\n' "$line"; fi ;;
+		esac
+	done
+}
+
 boot_and_run() {
 	local image=$1 disk=$2 log=$3
 	local -a qemu=(
@@ -277,7 +294,7 @@ boot_and_run() {
 		-nodefaults -display none -no-reboot
 		-serial "file:$log"
 		-kernel "$image/vmlinuz" -initrd "$image/initrd.img"
-		-append "console=ttyS0 root=/dev/vda rw quiet loglevel=3 panic=-1 systemd.show_status=false"
+		-append "console=ttyS0 root=/dev/vda rw panic=-1 ${VMLAB_APPEND:-quiet loglevel=3 systemd.show_status=false}"
 		-drive "file=$image/root.img,format=raw,if=virtio,snapshot=on"
 		-drive "file=$disk,format=raw,if=virtio,snapshot=on"
 	)
@@ -287,12 +304,7 @@ boot_and_run() {
 	qemu_pid=$!
 	# Show the console as it comes: the markers' contents as they are, boot
 	# messages prefixed.
-	tail -n +1 -F --pid="$qemu_pid" "$log" 2>/dev/null | awk '
-		{ sub(/\r$/, "") }
-		/^@@CELL-VMLAB-BEGIN/ { inside = 1; print "---- vm output ----"; fflush(); next }
-		/^@@CELL-VMLAB-END/ { inside = 0; print "---- end of vm output ----"; fflush(); next }
-		inside { print; fflush(); next }
-		{ print "console| " $0; fflush() }'
+	tail -n +1 -F --pid="$qemu_pid" "$log" 2>/dev/null | show_console
 	local rc=0
 	wait "$qemu_pid" || rc=$?
 	qemu_pid=""
@@ -348,11 +360,11 @@ t_vm=$(($(now) - t0))
 # Keep the last run's console for a look afterwards.
 mkdir -p "$cache/last-run"
 tr -d '\r' <"$console" >"$cache/last-run/console.log"
-awk '/^@@CELL-VMLAB-BEGIN/ { inside = 1; next } /^@@CELL-VMLAB-END/ { inside = 0 } inside' \
+awk '/@@CELL-VMLAB-BEGIN/ { inside = 1; next } /@@CELL-VMLAB-END/ { inside = 0 } inside' \
 	"$cache/last-run/console.log" >"$cache/last-run/output.log"
 
-begin=$(grep -m1 -a '^@@CELL-VMLAB-BEGIN' "$cache/last-run/console.log" || true)
-end=$(grep -m1 -a '^@@CELL-VMLAB-END status=' "$cache/last-run/console.log" || true)
+begin=$(grep -m1 -a -o '@@CELL-VMLAB-BEGIN[^@]*@@' "$cache/last-run/console.log" || true)
+end=$(grep -m1 -a -o '@@CELL-VMLAB-END status=[0-9]*@@' "$cache/last-run/console.log" || true)
 boot_secs=""
 if [[ $begin =~ uptime=([0-9]+) ]]; then
 	boot_secs=${BASH_REMATCH[1]}

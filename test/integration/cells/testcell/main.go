@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +20,8 @@ import (
 )
 
 func main() {
+	idle := flag.Duration("idle", time.Minute, "exit after this long without a connection")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	sess, err := cell.Join(ctx)
@@ -29,7 +32,7 @@ func main() {
 	h := cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
 		return handle(ctx, sess, method, string(body))
 	})
-	if err := cell.Serve(ctx, h, cell.ServeOptions{Session: sess, IdleTimeout: time.Minute}); err != nil {
+	if err := cell.Serve(ctx, h, cell.ServeOptions{Session: sess, IdleTimeout: *idle}); err != nil {
 		fmt.Fprintln(os.Stderr, "testcell:", err)
 		os.Exit(1)
 	}
@@ -39,6 +42,9 @@ func main() {
 // test decides what it expected.
 func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte, error) {
 	switch method {
+	case "crash":
+		os.Exit(3)
+		return nil, nil
 	case "pid":
 		return []byte(strconv.Itoa(os.Getpid())), nil
 	case "env":

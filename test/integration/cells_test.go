@@ -1,0 +1,166 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/wire"
+)
+
+const lifecycleAllowlist = `
+version = 1
+
+[cell.sleepy]
+exec = "@BIN@/testcell"
+args = ["-idle", "500ms"]
+backend = "bwrap"
+
+[cell.fragile]
+exec = "@BIN@/testcell"
+backend = "bwrap"
+`
+
+// waitFor polls cond for up to ten seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func listed(t *testing.T, s *cell.Session, key string) bool {
+	t.Helper()
+	cells, err := s.List(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cells {
+		if c.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+func TestIdleCellExitsAndIsRegrown(t *testing.T) {
+	s, _ := startSession(t, lifecycleAllowlist)
+	call(t, s, "sleepy", "pid", "")
+	sock, lock := rundir.SocketPath(s.Dir(), "sleepy"), rundir.LockPath(s.Dir(), "sleepy")
+	waitFor(t, "the idle cell has exited and its socket and lock are gone", func() bool {
+		_, errS := os.Lstat(sock)
+		_, errL := os.Lstat(lock)
+		return !listed(t, s, "sleepy") && errors.Is(errS, os.ErrNotExist) && errors.Is(errL, os.ErrNotExist)
+	})
+	if second := call(t, s, "sleepy", "pid", ""); second == "" {
+		t.Fatal("regrown cell did not answer")
+	}
+}
+
+func TestCrashedCellIsAuditedAndItsNameFreed(t *testing.T) {
+	s, log := startSession(t, lifecycleAllowlist)
+	ctx := testCtx(t)
+	conn, err := s.Grow(ctx, "fragile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Call(ctx, "crash", nil); err == nil {
+		t.Fatal("a call that crashes the cell returned no error")
+	}
+	conn.Close()
+	waitFor(t, "the root has noted the crash", func() bool { return !listed(t, s, "fragile") })
+	if _, err := os.Lstat(rundir.SocketPath(s.Dir(), "fragile")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the crashed cell's socket remains: %v", err)
+	}
+	crashAudited := false
+	for _, rec := range auditRecords(log.String()) {
+		if rec["event"] == "exit" && rec["cell"] == "fragile" && strings.Contains(rec["exit_status"].(string), "3") {
+			crashAudited = true
+		}
+	}
+	if !crashAudited {
+		t.Errorf("no exit record with status 3 for the crashed cell:\n%s", log.String())
+	}
+	if got := call(t, s, "fragile", "pid", ""); got == "" {
+		t.Fatal("the cell could not be grown again after its crash")
+	}
+}
+
+func TestStopAndPs(t *testing.T) {
+	s, _ := startSession(t, testAllowlist)
+	ctx := testCtx(t)
+	call(t, s, "probe", "grow", "child")
+
+	out, err := exec.Command(filepath.Join(binDir(t), "cellroot"), "ps").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cellroot ps: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"session " + s.ID(), "probe", "└─ child", "bwrap", "running"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("cellroot ps lacks %q:\n%s", want, text)
+		}
+	}
+
+	if err := s.Stop(ctx, "nonexistent"); !wire.IsCode(err, wire.CodeNotFound) {
+		t.Errorf("stop of a missing cell: %v, want not_found", err)
+	}
+	if err := s.Stop(ctx, "child"); err != nil {
+		t.Fatalf("stop child: %v", err)
+	}
+	if listed(t, s, "child") {
+		t.Fatal("child still listed after its stop returned")
+	}
+	if !listed(t, s, "probe") {
+		t.Fatal("stopping child stopped its parent")
+	}
+}
+
+// TestExampleApp runs the example app as a user would and reads what it
+// printed: the chain's answer, the denied spawn, and an empty runtime dir.
+func TestExampleApp(t *testing.T) {
+	bin := binDir(t)
+	base := isolatedRuntime(t)
+	tmpl, err := os.ReadFile("../../examples/allowlist.toml.in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(tmpl), "@BACKEND@", "bwrap")
+	cmd := exec.Command(filepath.Join(bin, "brain"), "-cellroot", filepath.Join(bin, "cellroot"),
+		"-allowlist", writeAllowlist(t, text))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("brain: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("brain printed:\n%s", stdout.String())
+	for _, want := range []string{"eye", "retina", "cone", "denied"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("brain's output lacks %q", want)
+		}
+	}
+	if !strings.Contains(stderr.String(), `"decision":"deny"`) && !strings.Contains(stderr.String(), "deny") {
+		t.Errorf("the denied spawn is not in the audit:\n%s", stderr.String())
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("the app's session left %v in %s", names, base)
+	}
+}
