@@ -6,7 +6,7 @@
 # between the markers the host looks for:
 #   @@CELL-VMLAB-BEGIN uptime=SECONDS@@
 #   ...output...
-#   @@CELL-VMLAB-END status=N@@
+#   @@CELL-VMLAB-END status=N uptime=SECONDS@@
 # It always exits 0: the status travels in the end marker.
 set -uo pipefail
 
@@ -20,7 +20,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # A fresh line first: systemd may have written terminal control codes.
 printf '\n@@CELL-VMLAB-BEGIN uptime=%s@@\n' "$(uptime_s)"
 finish() {
-	echo "@@CELL-VMLAB-END status=$status@@"
+	echo "@@CELL-VMLAB-END status=$status uptime=$(uptime_s)@@"
 	exit 0
 }
 

@@ -112,7 +112,7 @@ mkdir -p "$mnt"
 if ! mount -o ro "$disk" "$mnt" || [[ ! -f $mnt/guest.sh ]]; then
 	echo "@@CELL-VMLAB-BEGIN@@"
 	echo "vmlab runner: no test disk with guest.sh on $disk"
-	echo "@@CELL-VMLAB-END status=125@@"
+	echo "@@CELL-VMLAB-END status=125 uptime=$(cut -d' ' -f1 /proc/uptime)@@"
 	exit 0
 fi
 exec /bin/bash "$mnt/guest.sh"
@@ -124,6 +124,8 @@ cat >"$tree/etc/systemd/system/cell-vmlab.service" <<UNIT
 Description=Cell VM lab test runner
 After=multi-user.target user@$vm_uid.service
 Wants=user@$vm_uid.service
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
 
 [Service]
 Type=oneshot
@@ -134,8 +136,6 @@ TTYPath=/dev/ttyS0
 TTYReset=no
 TTYVHangup=no
 TimeoutStartSec=infinity
-SuccessAction=poweroff-force
-FailureAction=poweroff-force
 
 [Install]
 WantedBy=multi-user.target
@@ -151,6 +151,11 @@ systemd_ver=$(in_root dpkg-query -W -f='${Version}' systemd)
 vmlinuz=$(find "$tree/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)
 initrd=$(find "$tree/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n 1)
 [[ -n $vmlinuz && -n $initrd ]] || die "no kernel or initrd in $tree/boot"
+
+# Mark /etc and /var as up to date with /usr, so that no boot spends the
+# emulated CPUs on ldconfig, the journal catalog or the hwdb (every boot
+# starts from the same snapshot, so nothing done at boot is kept).
+in_root /usr/lib/systemd/systemd-update-done
 
 rm -f "$tree/usr/sbin/policy-rc.d"
 in_root apt-get clean

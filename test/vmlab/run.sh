@@ -273,17 +273,34 @@ build_test_disk() {
 # -------------------------------------------------------------------- boot
 # show_console prints the serial console as it comes: the lines between the
 # markers as they are, boot messages prefixed. (A shell loop, because awk
-# implementations buffer their input from a pipe.)
+# implementations buffer their input from a pipe.) Once the end marker is
+# out, the VM gets a grace period to power off, then it is stopped.
 show_console() {
-	local line inside=0
+	local line inside=0 reaper=""
 	while IFS= read -r line || [[ -n $line ]]; do
 		line=${line%$'\r'}
 		case $line in
 		*@@CELL-VMLAB-BEGIN*) inside=1; echo "---- vm output ----" ;;
-		*@@CELL-VMLAB-END*) inside=0; echo "---- end of vm output ----" ;;
+		*@@CELL-VMLAB-END*)
+			inside=0
+			echo "---- end of vm output ----"
+			if [[ -z $reaper ]]; then
+				(
+					trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+					sleep 90 &
+					nap=$!
+					wait "$nap" && kill "$qemu_pid" 2>/dev/null
+				) &
+				reaper=$!
+			fi
+			;;
 		*) if [[ $inside -eq 1 ]]; then printf '%s\n' "$line"; else printf 'console| %s\n' "$line"; fi ;;
 		esac
 	done
+	if [[ -n $reaper ]]; then
+		kill "$reaper" 2>/dev/null || true
+	fi
+	return 0
 }
 
 boot_and_run() {
@@ -364,10 +381,13 @@ awk '/@@CELL-VMLAB-BEGIN/ { inside = 1; next } /@@CELL-VMLAB-END/ { inside = 0 }
 	"$cache/last-run/console.log" >"$cache/last-run/output.log"
 
 begin=$(grep -m1 -a -o '@@CELL-VMLAB-BEGIN[^@]*@@' "$cache/last-run/console.log" || true)
-end=$(grep -m1 -a -o '@@CELL-VMLAB-END status=[0-9]*@@' "$cache/last-run/console.log" || true)
-boot_secs=""
+end=$(grep -m1 -a -o '@@CELL-VMLAB-END status=[0-9]* [^@]*@@' "$cache/last-run/console.log" || true)
+boot_secs="" run_secs=""
 if [[ $begin =~ uptime=([0-9]+) ]]; then
 	boot_secs=${BASH_REMATCH[1]}
+	if [[ $end =~ uptime=([0-9]+) ]]; then
+		run_secs=$((BASH_REMATCH[1] - boot_secs))
+	fi
 fi
 
 status=""
@@ -390,9 +410,13 @@ if [[ -n $fail && -s $tmp/qemu.out ]]; then
 fi
 
 echo
-say "phase times: image $(fmt_secs "$t_image") ($image_note), test disk $(fmt_secs "$t_disk"), boot+run $(fmt_secs "$t_vm")$(
-	[[ -n $boot_secs ]] && printf ' (boot %s, run %s)' "$(fmt_secs "$boot_secs")" "$(fmt_secs $((t_vm > boot_secs ? t_vm - boot_secs : 0)))"
-), total $(fmt_secs $(($(now) - t_start)))"
+vm_detail=""
+if [[ -n $run_secs ]]; then
+	vm_detail=" (boot $(fmt_secs "$boot_secs"), tests $(fmt_secs "$run_secs"), shutdown $(fmt_secs $((t_vm - boot_secs - run_secs > 0 ? t_vm - boot_secs - run_secs : 0))))"
+elif [[ -n $boot_secs ]]; then
+	vm_detail=" (boot $(fmt_secs "$boot_secs"))"
+fi
+say "phase times: image $(fmt_secs "$t_image") ($image_note), test disk $(fmt_secs "$t_disk"), VM $(fmt_secs "$t_vm")$vm_detail, total $(fmt_secs $(($(now) - t_start)))"
 say "console log: $cache/last-run/console.log"
 if [[ -n $fail ]]; then
 	say "FAIL: $fail"
