@@ -41,6 +41,8 @@ type cellEntry struct {
 	// written once, before close.
 	ready    chan struct{}
 	readyErr error
+	// gone is closed once the exit has been cleaned up and audited.
+	gone chan struct{}
 
 	// Guarded by Session.mu.
 	state string
@@ -153,6 +155,7 @@ func (s *Session) reserveLocked(who peer, dec policy.Decision) (*cellEntry, erro
 		token:   token,
 		started: time.Now(),
 		ready:   make(chan struct{}),
+		gone:    make(chan struct{}),
 		state:   stateStarting,
 	}
 	s.cells[e.key] = e
@@ -241,6 +244,7 @@ func waitReady(life context.Context, sock string, inst Instance, timeout time.Du
 
 // exited cleans up after a cell that ended, however it ended.
 func (s *Session) exited(e *cellEntry) {
+	defer close(e.gone)
 	s.forget(e)
 	// The cell may have died without removing its files; a later instance of
 	// the same key must find a clean slate.
@@ -300,7 +304,11 @@ func (s *Session) stopEntry(e *cellEntry, why string) {
 	defer cancel()
 	if err := inst.Stop(ctx); err != nil {
 		s.cfg.Log.Warn("stop cell", zap.String("cell", e.key), zap.String("why", why), zap.Error(err))
+		return
 	}
+	// Stop returns once the cell is gone; wait for its bookkeeping too, so
+	// that whoever asked sees the session without it.
+	<-e.gone
 }
 
 func (s *Session) list() []wire.CellInfo {
