@@ -37,6 +37,10 @@ const (
 	// LimitsUnenforceable: the cell has limits, the backend cannot enforce
 	// them, and the allowlist does not accept that.
 	LimitsUnenforceable Code = "limits_unenforceable"
+	// Unverified: policy allowed the cell, but the root's check of what
+	// would run (a pinned hash, a signature) failed. Decide never returns
+	// it; the supervisor does, after its vetting hook.
+	Unverified Code = "unverified"
 )
 
 // Request is one spawn request as the supervisor knows it. Requester and

@@ -62,50 +62,24 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	}
 	key := cellname.Key(req.Name, req.Instance)
 
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	dec, entry, joined, err := s.admit(who, req, key)
+	if errors.Is(err, errShuttingDown) {
 		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
 	}
-	existing := s.cells[key]
-	st := s.policyStateLocked(existing)
-	dec := policy.Decide(policy.Request{
-		Requester:      who.key,
-		RequesterDepth: who.depth,
-		Name:           req.Name,
-		Instance:       req.Instance,
-	}, s.cfg.Allowlist, st)
-	if dec.Allow && existing == nil {
-		if _, ok := s.cfg.Backends[dec.Spec.Backend]; !ok {
-			dec = policy.Decision{Code: policy.BackendUnavailable,
-				Reason: fmt.Sprintf("backend %q is not wired into this root", dec.Spec.Backend)}
-		}
-	}
-	var entry *cellEntry
-	var launchErr error
-	switch {
-	case !dec.Allow:
-	case existing != nil:
-		entry = existing
-	default:
-		entry, launchErr = s.reserveLocked(who, dec)
-	}
-	s.mu.Unlock()
-
 	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: who.key, Cell: req.Name, Key: key,
 		Allow: dec.Allow, Code: string(dec.Code), Reason: dec.Reason, Backend: string(dec.Spec.Backend),
 		Limits: dec.Spec.Limits.String()}
-	if existing != nil && dec.Allow {
+	if joined {
 		ev.Reason = "already running: " + dec.Reason
 	}
 	s.cfg.Audit.Record(ev)
 	if !dec.Allow {
 		return errorReply(req.ID, wire.CodeDenied, string(dec.Code), dec.Reason)
 	}
-	if launchErr != nil {
-		return errorReply(req.ID, wire.CodeSpawnFailed, "", launchErr.Error())
+	if err != nil {
+		return errorReply(req.ID, wire.CodeSpawnFailed, "", err.Error())
 	}
-	if existing == nil {
+	if !joined {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -121,6 +95,63 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 		return errorReply(req.ID, wire.CodeSpawnFailed, "", fmt.Sprintf("spawn %q: %v", key, entry.readyErr))
 	}
 	return wire.Reply{ID: req.ID, OK: true, Key: key, Socket: rundir.SocketPath(s.dir, key)}
+}
+
+// errShuttingDown ends an admission that raced with teardown.
+var errShuttingDown = errors.New("the session is ending")
+
+// admit decides a spawn request and then reserves a new instance or joins
+// the running one (joined). The vetting hook does I/O (hashing a binary), so
+// it runs without the lock, and the decision is taken again afterwards: the
+// session may have changed meanwhile. err is errShuttingDown, or a failure to
+// reserve.
+func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Decision, entry *cellEntry, joined bool, err error) {
+	vetted := s.cfg.Vet == nil
+	for {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return dec, nil, false, errShuttingDown
+		}
+		existing := s.cells[key]
+		dec = s.decideLocked(who, req, existing)
+		switch {
+		case !dec.Allow:
+			s.mu.Unlock()
+			return dec, nil, false, nil
+		case existing != nil:
+			s.mu.Unlock()
+			return dec, existing, true, nil
+		case vetted:
+			entry, err = s.reserveLocked(who, dec)
+			s.mu.Unlock()
+			return dec, entry, false, err
+		}
+		s.mu.Unlock()
+		if err := s.cfg.Vet(s.life, dec.Spec); err != nil {
+			return policy.Decision{Code: policy.Unverified, Spec: dec.Spec,
+				Reason: fmt.Sprintf("cell %q failed verification: %v", dec.Spec.Name, err)}, nil, false, nil
+		}
+		vetted = true
+	}
+}
+
+// decideLocked runs policy for a request, and refuses backends this root
+// has no implementation of.
+func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry) policy.Decision {
+	dec := policy.Decide(policy.Request{
+		Requester:      who.key,
+		RequesterDepth: who.depth,
+		Name:           req.Name,
+		Instance:       req.Instance,
+	}, s.cfg.Allowlist, s.policyStateLocked(existing))
+	if dec.Allow && existing == nil {
+		if _, ok := s.cfg.Backends[dec.Spec.Backend]; !ok {
+			return policy.Decision{Code: policy.BackendUnavailable,
+				Reason: fmt.Sprintf("backend %q is not wired into this root", dec.Spec.Backend)}
+		}
+	}
+	return dec
 }
 
 // policyStateLocked counts the session for policy; the instance a request

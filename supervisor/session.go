@@ -52,6 +52,10 @@ type Config struct {
 	// backend missing from Backends is never chosen.
 	Backends     map[cellspec.Backend]Backend
 	Capabilities map[cellspec.Backend]policy.Capability
+	// Vet, when set, checks an allowed launch before it starts (a pinned
+	// hash, a signature); an error denies the spawn with policy.Unverified.
+	// It may do I/O and is called without any session lock held.
+	Vet func(ctx context.Context, spec cellspec.Spec) error
 	// Audit receives every decision; Log the root's own diagnostics.
 	Audit audit.Sink
 	Log   *zap.Logger
