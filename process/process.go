@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -43,6 +44,9 @@ type Command struct {
 	// the cell's exit status, which bwrap relays once the cell has exited.
 	// The forced SIGKILL still goes to the whole group.
 	SpareLeader bool
+	// Files are passed to the child as descriptors 3, 4, ...; the caller
+	// closes its copies once Start returns.
+	Files []*os.File
 }
 
 // Backend launches cells as plain child processes.
@@ -92,6 +96,7 @@ func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
 		Stderr:      c.Output,
 		SysProcAttr: sysProcAttr(),
 		WaitDelay:   outputGrace,
+		ExtraFiles:  c.Files,
 	}
 	in := &Instance{
 		done:        make(chan struct{}),

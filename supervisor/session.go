@@ -40,6 +40,14 @@ type Instance interface {
 	Stop(ctx context.Context) error
 }
 
+// SessionEnder is implemented by backends that hold resources for a whole
+// session (a systemd slice, a Podman service). The supervisor calls
+// EndSession once at teardown, after every cell has stopped, so that
+// whatever a cell left in them goes too.
+type SessionEnder interface {
+	EndSession(ctx context.Context, session string) error
+}
+
 // Config is what a session needs from its wiring.
 type Config struct {
 	// Base is the user's runtime dir (rundir.Base).
@@ -217,10 +225,24 @@ func (s *Session) teardown(reason string) {
 		}()
 	}
 	stops.Wait()
+	s.endBackends()
 	s.wg.Wait()
 	s.removeFiles()
 	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionEnd, Session: s.id, Allow: true, Reason: reason})
 	s.cfg.Log.Info("session ended", zap.String("session", s.id))
+}
+
+// endBackends lets every backend release what it holds for the session.
+func (s *Session) endBackends() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.StopGrace)
+	defer cancel()
+	for name, b := range s.cfg.Backends {
+		if e, ok := b.(SessionEnder); ok {
+			if err := e.EndSession(ctx, s.id); err != nil {
+				s.cfg.Log.Warn("end session in backend", zap.String("backend", string(name)), zap.Error(err))
+			}
+		}
+	}
 }
 
 // removeFiles deletes the session dir, the record and, last, the root lock,
@@ -254,6 +276,14 @@ type launcher[I Instance] interface {
 func Adapt[I Instance](l launcher[I]) Backend { return adapted[I]{l} }
 
 type adapted[I Instance] struct{ l launcher[I] }
+
+// EndSession forwards to the adapted backend when it holds session resources.
+func (a adapted[I]) EndSession(ctx context.Context, session string) error {
+	if e, ok := any(a.l).(SessionEnder); ok {
+		return e.EndSession(ctx, session)
+	}
+	return nil
+}
 
 func (a adapted[I]) Launch(ctx context.Context, spec cellspec.Spec) (Instance, error) {
 	inst, err := a.l.Launch(ctx, spec)
