@@ -1,0 +1,141 @@
+package scope
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/cellproject/cell/bwrap"
+	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/process"
+)
+
+// ErrJobFailed is wrapped when systemd reports a job other than "done".
+var ErrJobFailed = errors.New("scope: systemd job failed")
+
+// Options say where the programs are.
+type Options struct {
+	// Gate is the cellroot binary that runs RunGate as GateCommand.
+	Gate string
+	// Bwrap is the bubblewrap binary.
+	Bwrap string
+}
+
+// Backend launches cells in transient scopes of the user's manager.
+type Backend struct {
+	opts  Options
+	conn  *sdbus.Conn
+	procs *process.Backend
+	seq   atomic.Uint64
+	// used records that a scope was made, so that EndSession only stops a
+	// slice that can exist.
+	used atomic.Bool
+}
+
+var _ interface {
+	Launch(context.Context, cellspec.Spec) (*Instance, error)
+} = (*Backend)(nil)
+
+// New connects to the user's systemd manager over the session bus.
+func New(ctx context.Context, opts Options) (*Backend, error) {
+	conn, err := sdbus.NewUserConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the user's systemd manager: %w", err)
+	}
+	return &Backend{opts: opts, conn: conn, procs: process.New()}, nil
+}
+
+// Close drops the bus connection.
+func (b *Backend) Close() { b.conn.Close() }
+
+// Instance is one cell in its scope.
+type Instance struct {
+	*process.Instance
+	unit string
+}
+
+// Unit is the scope's unit name.
+func (in *Instance) Unit() string { return in.unit }
+
+// ID names the scope, which is what journalctl and systemctl know it by.
+func (in *Instance) ID() string { return in.unit }
+
+// Launch starts the cell's sandbox behind the gate, creates its scope with
+// the gate's pid, and opens the gate once systemd has done so.
+func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+	unit := UnitName(spec.Session, spec.Key, b.seq.Add(1))
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
+	}
+	defer w.Close()
+	args := append([]string{GateCommand, "--", b.opts.Bwrap}, bwrap.Args(spec)...)
+	args = append(append(args, "--", spec.Exec), spec.Args...)
+	inst, err := b.procs.Start(ctx, process.Command{
+		Path:        b.opts.Gate,
+		Args:        args,
+		Env:         spec.Env,
+		Output:      spec.Output,
+		SpareLeader: true,
+		Files:       []*os.File{r},
+	})
+	r.Close()
+	if err != nil {
+		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
+	}
+	b.used.Store(true)
+	if err := b.startScope(ctx, unit, Properties(spec, SliceName(spec.Session), inst.Pid())); err != nil {
+		dead, cancel := context.WithCancel(context.Background())
+		cancel()
+		inst.Stop(dead) // closing w without a byte also makes the gate exit
+		return nil, fmt.Errorf("launch %q in scope %s: %w", spec.Key, unit, err)
+	}
+	if _, err := w.Write([]byte{1}); err != nil {
+		return nil, fmt.Errorf("launch %q: open the gate: %w", spec.Key, err)
+	}
+	return &Instance{Instance: inst, unit: unit}, nil
+}
+
+// startScope creates the unit and waits for systemd's verdict on the job:
+// a scope whose job failed holds nothing, and must not be reported as running.
+func (b *Backend) startScope(ctx context.Context, unit string, props []sdbus.Property) error {
+	result := make(chan string, 1)
+	if _, err := b.conn.StartTransientUnitContext(ctx, unit, "fail", props, result); err != nil {
+		return err
+	}
+	select {
+	case r := <-result:
+		if r != "done" {
+			b.conn.ResetFailedUnitContext(context.WithoutCancel(ctx), unit)
+			return fmt.Errorf("%w: %s", ErrJobFailed, r)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// EndSession stops the session's slice, ending any scope still in it.
+func (b *Backend) EndSession(ctx context.Context, session string) error {
+	if !b.used.Load() {
+		return nil
+	}
+	slice := SliceName(session)
+	result := make(chan string, 1)
+	if _, err := b.conn.StopUnitContext(ctx, slice, "replace", result); err != nil {
+		return fmt.Errorf("stop %s: %w", slice, err)
+	}
+	select {
+	case r := <-result:
+		if r != "done" {
+			return fmt.Errorf("stop %s: %w: %s", slice, ErrJobFailed, r)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop %s: %w", slice, ctx.Err())
+	}
+}
