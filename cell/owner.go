@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -51,15 +52,49 @@ type ownerProc struct {
 	stopTimeout time.Duration
 	exited      chan struct{} // closed once cmd.Wait has returned
 	waitErr     error         // cmd.Wait's result, valid once exited is closed
+	sessionDir  string        // set once the root said hello
 }
 
-// Start starts a session root for this process, the owner: it execs
-// `cellroot serve --umbilical-fd 3` on one end of a socketpair and says hello
-// over the other. The session lasts until Close, or until this process dies
-// (the kernel closes the socket and the root tears down). ctx bounds the
-// start-up only, not the session.
+// waitSessionGone waits, up to stopTimeout, for the root to remove the
+// session dir, which it does last in its teardown.
+func (p *ownerProc) waitSessionGone() error {
+	if p.sessionDir == "" {
+		return nil
+	}
+	deadline := time.Now().Add(p.stopTimeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Lstat(p.sessionDir); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("the session root did not remove %s within %s", p.sessionDir, p.stopTimeout)
+}
+
+// Start starts a session root for this process, the owner, and says hello
+// to it. When the user runs the socket-activated root
+// ($XDG_RUNTIME_DIR/cellroot.sock, deploy/systemd) and opts name no binary,
+// allowlist or flags, Start connects there: systemd starts a root for this
+// connection alone. Otherwise it execs `cellroot serve --umbilical-fd 3` on
+// one end of a socketpair. Either way the session lasts until Close, or until
+// this process dies (the kernel closes the socket and the root tears down).
+// ctx bounds the start-up only, not the session.
 func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 	log := orNop(opts.Logger)
+	if sock := activationSocket(opts); sock != "" {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		if err == nil {
+			log.Debug("using the socket-activated session root", zap.String("socket", sock))
+			op := &ownerProc{conn: conn, stopTimeout: opts.StopTimeout}
+			if op.stopTimeout <= 0 {
+				op.stopTimeout = DefaultStopTimeout
+			}
+			return helloOwner(ctx, op, sock, log)
+		}
+		// A socket file nobody listens on is what a stopped socket unit
+		// leaves; starting our own root is as safe and as confined.
+		log.Debug("socket-activated root unreachable; starting cellroot", zap.String("socket", sock), zap.Error(err))
+	}
 	bin, err := findCellroot(opts.Cellroot)
 	if err != nil {
 		return nil, err
@@ -106,19 +141,26 @@ func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 	}()
 	log.Debug("cellroot started", zap.String("bin", bin), zap.Int("pid", cmd.Process.Pid))
 
-	rep, err := wire.NewClient(conn).Hello(ctx, wire.RoleOwner, "")
+	return helloOwner(ctx, op, bin, log)
+}
+
+// helloOwner says hello as the owner on op's connection and makes the
+// session; what names the root in errors (its binary or socket).
+func helloOwner(ctx context.Context, op *ownerProc, what string, log *zap.Logger) (*Session, error) {
+	rep, err := wire.NewClient(op.conn).Hello(ctx, wire.RoleOwner, "")
 	if err != nil {
 		stopErr := op.stop(log)
 		if stopErr != nil {
-			return nil, fmt.Errorf("start cellroot %s: hello: %w (%w)", bin, err, stopErr)
+			return nil, fmt.Errorf("start cellroot %s: hello: %w (%w)", what, err, stopErr)
 		}
-		return nil, fmt.Errorf("start cellroot %s: hello: %w", bin, err)
+		return nil, fmt.Errorf("start cellroot %s: hello: %w", what, err)
 	}
 	if rep.Session == "" || rep.RuntimeDir == "" || rep.Token == "" {
 		op.stop(log)
-		return nil, fmt.Errorf("start cellroot %s: hello reply lacks session, runtime_dir or token", bin)
+		return nil, fmt.Errorf("start cellroot %s: hello reply lacks session, runtime_dir or token", what)
 	}
 	log.Debug("session started", zap.String("session", rep.Session), zap.String("dir", rep.RuntimeDir))
+	op.sessionDir = rep.RuntimeDir
 	return &Session{
 		id:        rep.Session,
 		dir:       rep.RuntimeDir,
@@ -129,6 +171,29 @@ func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 		log:       log,
 		owner:     op,
 	}, nil
+}
+
+// ActivationSocketName is the socket unit's path under $XDG_RUNTIME_DIR
+// (deploy/systemd/cellroot.socket): each connection to it starts a root of
+// its own.
+const ActivationSocketName = "cellroot.sock"
+
+// activationSocket returns the socket-activated root's path when the owner
+// asked for nothing only an exec'd root can give (a binary, an allowlist,
+// flags) and the socket exists; "" otherwise.
+func activationSocket(opts OwnerOptions) string {
+	if opts.Cellroot != "" || opts.Allowlist != "" || len(opts.Args) > 0 || os.Getenv(EnvCellroot) != "" {
+		return ""
+	}
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		return ""
+	}
+	sock := filepath.Join(dir, ActivationSocketName)
+	if st, err := os.Stat(sock); err != nil || st.Mode().Type() != os.ModeSocket {
+		return ""
+	}
+	return sock
 }
 
 // findCellroot picks the cellroot binary: explicit, $CELLROOT, then $PATH.
@@ -148,9 +213,14 @@ func findCellroot(explicit string) (string, error) {
 }
 
 // stop ends the session by closing the owner connection, then waits for
-// cellroot to exit, killing its process group after stopTimeout.
+// cellroot to exit, killing its process group after stopTimeout. A
+// socket-activated root is not our child: stop waits for its session dir to
+// go instead.
 func (p *ownerProc) stop(log *zap.Logger) error {
 	p.conn.Close()
+	if p.cmd == nil {
+		return p.waitSessionGone()
+	}
 	timer := time.NewTimer(p.stopTimeout)
 	defer timer.Stop()
 	select {
