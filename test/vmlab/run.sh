@@ -421,6 +421,10 @@ say "console log: $cache/last-run/console.log"
 if [[ -n $fail ]]; then
 	say "FAIL: $fail"
 	grep -a -m1 '^vmlab: [0-9]* passed, [0-9]* failed' "$cache/last-run/output.log" || true
+	# --cmd hands back the command's own status.
+	if [[ $mode == cmd && -n $status && $status -gt 0 && $status -lt 256 ]]; then
+		exit "$status"
+	fi
 	exit 1
 fi
 say "PASS"
