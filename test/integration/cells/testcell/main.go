@@ -21,7 +21,11 @@ import (
 
 func main() {
 	idle := flag.Duration("idle", time.Minute, "exit after this long without a connection")
+	block := flag.Bool("block", false, "only sleep until killed (a child for the fork probe)")
 	flag.Parse()
+	if *block {
+		select {}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	sess, err := cell.Join(ctx)
@@ -45,6 +49,41 @@ func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte
 	case "crash":
 		os.Exit(3)
 		return nil, nil
+	case "hog":
+		// Allocate and touch memory until the limit kills the cell; an
+		// answer means no limit stopped it.
+		var chunks [][]byte
+		for i := 0; i < 256; i++ {
+			c := make([]byte, 8<<20)
+			for j := range c {
+				if j%4096 == 0 {
+					c[j] = 1
+				}
+			}
+			chunks = append(chunks, c)
+		}
+		return []byte(fmt.Sprintf("survived %d MiB", len(chunks)*8)), nil
+	case "fork":
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return nil, err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		started := 0
+		var firstErr error
+		for i := 0; i < n; i++ {
+			p, err := os.StartProcess(self, []string{self, "-block"}, &os.ProcAttr{})
+			if err != nil {
+				firstErr = err
+				break
+			}
+			defer p.Kill()
+			started++
+		}
+		return []byte(fmt.Sprintf("started %d: %v", started, firstErr)), nil
 	case "pid":
 		return []byte(strconv.Itoa(os.Getpid())), nil
 	case "env":
