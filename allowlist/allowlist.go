@@ -71,6 +71,20 @@ type Cell struct {
 	// AcceptUnenforcedLimits lets the cell run on a backend that cannot
 	// enforce Limits instead of being denied.
 	AcceptUnenforcedLimits bool
+	// Source, when set, is the absolute dir of the cell's source in an app
+	// (cells/NAME, holding Cell.toml): Exec is then the root's build of it,
+	// and the root checks before each launch that Exec was built from the
+	// source tree now in Source and that Cell.toml asks for no more than
+	// this entry grants (see docs/trust.md).
+	Source string
+	// SHA256 pins the binary at Exec, SourceSHA256 the source tree at
+	// Source: lowercase hex, "" for no pin.
+	SHA256       string
+	SourceSHA256 string
+	// RequireSignature starts the cell only with a signature file that
+	// verifies against a key of trust.toml: of the source tree when Source
+	// is set, else of the binary.
+	RequireSignature bool
 	// Line is where the cell's table starts in the file.
 	Line int
 }

@@ -246,50 +246,27 @@ func TestLoad(t *testing.T) {
 	}
 }
 
-func TestKeyLines(t *testing.T) {
-	src := `# comment [not.a.table]
-version = 1
-notes = """
-fake = 1
-[cell.fake]
-"""
-lit = '''x''' # trailing
-arr = [
-  "a", # c
-  { inline = 1 },
-]
-[cell."quoted name"]
-exec = "/x" # [cell.nope]
-[cell . spaced]
-a.b = { c = 2, d = [1,
-  2], e = 3 }
-[[arrays.of]]
-k = 'v'
-`
-	got := keyLines([]byte(src))
-	for key, line := range map[string]int{
-		"version":                       2,
-		"notes":                         3,
-		"lit":                           7,
-		"arr":                           8,
-		"arr\x00inline":                 10,
-		"cell":                          12,
-		"cell\x00quoted name":           12,
-		"cell\x00quoted name\x00exec":   13,
-		"cell\x00spaced":                14,
-		"cell\x00spaced\x00a\x00b":      15,
-		"cell\x00spaced\x00a\x00b\x00c": 15,
-		"cell\x00spaced\x00a\x00b\x00e": 16,
-		"arrays\x00of":                  17,
-		"arrays\x00of\x00k":             18,
-	} {
-		if got[key] != line {
-			t.Errorf("line of %q = %d, want %d", strings.ReplaceAll(key, keySep, "."), got[key], line)
-		}
+func TestPinsAndSource(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	ok := "version = 1\n[cell.eye]\nexec = \"/c/eye\"\nsource = \"/app/cells/eye\"\nsha256 = \"" + digest +
+		"\"\nsource_sha256 = \"" + digest + "\"\nrequire_signature = true\n"
+	f, err := Parse("a.toml", []byte(ok))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, absent := range []string{"fake", "cell\x00fake", "cell\x00nope"} {
-		if _, ok := got[absent]; ok {
-			t.Errorf("%q found inside a string or comment", absent)
+	c := f.Cells["eye"]
+	if c.Source != "/app/cells/eye" || c.SHA256 != digest || c.SourceSHA256 != digest || !c.RequireSignature {
+		t.Fatalf("parsed %+v", c)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"version = 1\n[cell.eye]\nexec = \"/c/eye\"\nsha256 = \"ABC\"\n", "a.toml:4: cell.eye.sha256"},
+		{"version = 1\n[cell.eye]\nexec = \"/c/eye\"\nsource_sha256 = \"" + digest + "\"\n", "a.toml:4: cell.eye.source_sha256: pins a source tree"},
+		{"version = 1\n[cell.eye]\nexec = \"/c/eye\"\nsource = \"rel/dir\"\n", "a.toml:4: cell.eye.source"},
+		{"version = 1\n[cell.eye]\nexec = \"/c/eye\"\nrequire_signature = 1\n", "a.toml:4: cell.eye.require_signature"},
+	} {
+		_, err := Parse("a.toml", []byte(tc.text))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want prefix %q", tc.text, err, tc.want)
 		}
 	}
 }

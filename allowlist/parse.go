@@ -13,6 +13,7 @@ import (
 	"github.com/cellproject/cell/cellname"
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/quota"
+	"github.com/cellproject/cell/tomlpos"
 )
 
 // Parse parses the allowlist in data; path is only used in errors and File.
@@ -30,7 +31,7 @@ func Parse(path string, data []byte) (*File, error) {
 		}
 		return nil, &Error{File: path, Msg: err.Error(), Err: err}
 	}
-	p := &parser{path: path, lines: keyLines(data)}
+	p := &parser{path: path, lines: tomlpos.Lines(data)}
 	// Unknown keys first: on a shared line, a misspelt key explains the
 	// "missing" problems that follow from it.
 	p.unknownKeys(md.Keys())
@@ -53,12 +54,7 @@ type parser struct {
 
 // lineOf finds the line of key, or of its nearest parent with a known line.
 func (p *parser) lineOf(key []string) int {
-	for n := len(key); n > 0; n-- {
-		if l, ok := p.lines[strings.Join(key[:n], keySep)]; ok {
-			return l
-		}
-	}
-	return 0
+	return tomlpos.Line(p.lines, key)
 }
 
 func (p *parser) fail(key []string, cause error, format string, args ...any) {
@@ -214,7 +210,54 @@ func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 			c.Limits = p.limits(key("limits"), lt)
 		}
 	}
+	if v, ok := t["source"]; ok {
+		if s, ok := p.str(key("source"), v); ok {
+			if why := checkExec(s); why != "" {
+				p.fail(key("source"), nil, "%q %s", s, why)
+			}
+			c.Source = s
+		}
+	}
+	c.SHA256 = p.digest(key("sha256"), t)
+	c.SourceSHA256 = p.digest(key("source_sha256"), t)
+	if c.SourceSHA256 != "" && c.Source == "" {
+		p.fail(key("source_sha256"), nil, "pins a source tree, but the entry has no source")
+	}
+	if v, ok := t["require_signature"]; ok {
+		c.RequireSignature, _ = p.boolean(key("require_signature"), v)
+	}
 	return c, len(p.errs) == before
+}
+
+// digest reads an optional sha256 pin: 64 lowercase hex digits, the form
+// sha256sum and cellroot print, so that a pin compares as text.
+func (p *parser) digest(key []string, t map[string]any) string {
+	v, ok := t[key[len(key)-1]]
+	if !ok {
+		return ""
+	}
+	s, ok := p.str(key, v)
+	if !ok {
+		return ""
+	}
+	if !IsDigest(s) {
+		p.fail(key, nil, "%q is not a sha256 digest: want 64 lowercase hex digits", s)
+		return ""
+	}
+	return s
+}
+
+// IsDigest reports whether s is a sha256 digest as 64 lowercase hex digits.
+func IsDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkExec says what is wrong with an exec path, or "" when nothing is.
@@ -302,7 +345,7 @@ func (p *parser) unknownKeys(keys []toml.Key) {
 		if i < 0 {
 			continue
 		}
-		j := strings.Join(k[:i+1], keySep)
+		j := strings.Join(k[:i+1], tomlpos.Sep)
 		if seen[j] {
 			continue
 		}
@@ -313,8 +356,9 @@ func (p *parser) unknownKeys(keys []toml.Key) {
 
 var (
 	sessionKeys = []string{"max_cells", "max_depth"}
-	cellKeys    = []string{"exec", "args", "backend", "network", "spawn", "max_instances", "accept_unenforced_limits", "limits"}
-	limitKeys   = []string{"memory", "cpu", "pids"}
+	cellKeys    = []string{"exec", "args", "backend", "network", "spawn", "max_instances", "accept_unenforced_limits", "limits",
+		"source", "sha256", "source_sha256", "require_signature"}
+	limitKeys = []string{"memory", "cpu", "pids"}
 )
 
 // unknownPart returns the index of the first part of k the schema does not

@@ -1,17 +1,18 @@
-package allowlist
+package tomlpos
 
 import (
 	"strconv"
 	"strings"
 )
 
-// keyLines maps each key of a TOML document (its parts joined by keySep) to
+// Lines maps each key of a TOML document (its parts joined by Sep) to
 // the 1-based line where it is defined. The toml package checks the syntax
 // but does not export key positions, so this is a second, forgiving scan of
 // text that has already parsed: it only needs to find table headers and
 // "key =" at the start of a statement, skipping the insides of values. It
-// never fails; a key it misses falls back to its parent's line in lineOf.
-func keyLines(data []byte) map[string]int {
+// never fails; a caller whose key is missing should fall back to the line of
+// the key's parent, as [Line] does.
+func Lines(data []byte) map[string]int {
 	s := &scanner{b: data, line: 1, lines: make(map[string]int)}
 	var table []string
 	for s.i < len(s.b) {
@@ -50,8 +51,19 @@ func keyLines(data []byte) map[string]int {
 	return s.lines
 }
 
-// keySep joins key parts in the keyLines map; cell names cannot contain it.
-const keySep = "\x00"
+// Sep joins key parts in the map of Lines; no valid cell or key name holds it.
+const Sep = "\x00"
+
+// Line returns the line of key in lines, or of its nearest parent with a
+// known line, or 0.
+func Line(lines map[string]int, key []string) int {
+	for n := len(key); n > 0; n-- {
+		if l, ok := lines[strings.Join(key[:n], Sep)]; ok {
+			return l
+		}
+	}
+	return 0
+}
 
 type scanner struct {
 	b     []byte
@@ -119,7 +131,7 @@ func (s *scanner) skipLine() {
 func (s *scanner) record(prefix, k []string, line int) {
 	full := append(append([]string(nil), prefix...), k...)
 	for n := len(prefix) + 1; n <= len(full); n++ {
-		j := strings.Join(full[:n], keySep)
+		j := strings.Join(full[:n], Sep)
 		if _, ok := s.lines[j]; !ok {
 			s.lines[j] = line
 		}
