@@ -90,6 +90,7 @@ need_host_packages() {
 	local missing=()
 	command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 	command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+	command -v go >/dev/null || die "the Go toolchain (go) is not on PATH: it compiles the test binaries"
 	if [[ $(id -u) -eq 0 ]]; then
 		command -v debootstrap >/dev/null || missing+=(debootstrap)
 	fi
@@ -97,7 +98,8 @@ need_host_packages() {
 	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 	if [[ $(id -u) -ne 0 ]]; then
 		die "missing host tools; install them with:
-  sudo apt-get install -y --no-install-recommends ${missing[*]} debootstrap"
+  sudo apt-get install -y --no-install-recommends ${missing[*]}
+  (to build the image without root, mmdebstrap and uidmap too)"
 	fi
 	say "installing host packages: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -202,12 +204,14 @@ image_key() {
 
 build_image() {
 	local dir=$1
-	if [[ $(id -u) -ne 0 ]]; then
-		die "the image $dir is not in the cache and building it needs root (debootstrap, chroot).
-  Build it once as root with this same cache folder, e.g.:
-  sudo CELL_VMLAB_CACHE='$cache' bash test/vmlab/run.sh --cmd true"
+	if [[ $(id -u) -ne 0 ]] && ! command -v mmdebstrap >/dev/null; then
+		die "the image $(basename "$dir") is not in the cache $cache.
+  As a user it is built with mmdebstrap in a user namespace:
+    sudo apt-get install -y --no-install-recommends mmdebstrap uidmap
+  (and subordinate ids for $(id -un) in /etc/subuid and /etc/subgid).
+  Or build it as root into this cache folder:
+    sudo CELL_VMLAB_CACHE='$cache' bash test/vmlab/run.sh --cmd true"
 	fi
-	command -v debootstrap >/dev/null || die "debootstrap is not installed"
 	say "building the VM image $(basename "$dir") ($suite from $mirror, kernel $kernel_pkg)"
 	bash "$here/image.sh" "$dir" "$mirror" "$suite" "$kernel_pkg" "$here/packages.txt"
 	# Older images are no use any more: keep the cache to one image.
