@@ -5,6 +5,7 @@ package hostcap
 
 import (
 	"context"
+	"os"
 	"os/exec"
 
 	"github.com/cellproject/cell/bwrap"
@@ -16,6 +17,10 @@ import (
 type Options struct {
 	// Bwrap is the bubblewrap binary; empty means "bwrap" on PATH.
 	Bwrap string
+	// Podman checks that the user's Podman service answers (it opens the
+	// podman backend); nil means the caller wired no podman backend. Its
+	// error is the reason podman is unavailable.
+	Podman func(ctx context.Context) error
 }
 
 // Report is what Detect found.
@@ -25,14 +30,15 @@ type Report struct {
 	Capabilities map[cellspec.Backend]policy.Capability
 }
 
-// Detect probes every backend. It runs a trivial bubblewrap sandbox, so it
-// takes a few milliseconds.
+// Detect probes every backend. It runs a trivial bubblewrap sandbox and
+// opts.Podman, which may start a Podman service, so it takes from a few
+// milliseconds to a few hundred.
 func Detect(ctx context.Context, opts Options) Report {
 	r := Report{Capabilities: map[cellspec.Backend]policy.Capability{
 		cellspec.Process: {Available: true, Reason: "no sandbox and no cgroup limits: only for cells the allowlist trusts"},
-		cellspec.Podman:  {Reason: "the podman backend is not part of this build yet"},
-		cellspec.Scope:   {Reason: "the systemd scope backend is not part of this build yet"},
+		cellspec.Scope: {Reason: "the systemd scope backend is not part of this build yet"},
 	}}
+	r.Capabilities[cellspec.Podman] = detectPodman(ctx, opts.Podman)
 	name := opts.Bwrap
 	if name == "" {
 		name = "bwrap"
@@ -50,4 +56,26 @@ func Detect(ctx context.Context, opts Options) Report {
 	r.Capabilities[cellspec.Bwrap] = policy.Capability{Available: true,
 		Reason: "namespaces only: bubblewrap alone cannot enforce memory, CPU or pids limits"}
 	return r
+}
+
+// detectPodman: available when the probe reaches the service; limits
+// enforced only where rootless containers get the cgroup controllers.
+func detectPodman(ctx context.Context, probe func(context.Context) error) policy.Capability {
+	if probe == nil {
+		return policy.Capability{Reason: "no podman backend is wired into this command"}
+	}
+	if err := probe(ctx); err != nil {
+		return policy.Capability{Reason: err.Error()}
+	}
+	enforces, why := RootlessLimits()
+	return policy.Capability{Available: true, EnforcesLimits: enforces, Reason: "rootless Podman: " + why}
+}
+
+// RootlessLimits reports whether cgroup limits set for a rootless container
+// (Podman's, or a user scope's) take effect on this machine, and why or why
+// not, with how to fix it. They do only on a cgroup v2 hierarchy where the
+// user's cgroup has the cpu, memory and pids controllers delegated; on
+// cgroup v1 or a hybrid hierarchy rootless limits are silently ignored.
+func RootlessLimits() (bool, string) {
+	return rootlessLimits(os.Getuid())
 }

@@ -8,11 +8,13 @@ import (
 	"io"
 	"io/fs"
 	"sort"
+	"time"
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/audit"
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/podman"
 	"github.com/cellproject/cell/rundir"
 )
 
@@ -21,6 +23,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fl.SetOutput(stderr)
 	alPath := fl.String("allowlist", "", "allowlist file to check (default as for serve)")
 	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
+	podmanBin := fl.String("podman", "", "podman binary (default podman on PATH)")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, `Usage: cellroot doctor [flags]
 
@@ -40,7 +43,8 @@ Flags:
 		return 2
 	}
 	code := 0
-	if base, err := rundir.Base(); err != nil {
+	base, err := rundir.Base()
+	if err != nil {
 		fmt.Fprintf(stdout, "runtime dir: PROBLEM: %v\n", err)
 		code = 1
 	} else {
@@ -63,7 +67,26 @@ Flags:
 		code = 1
 	}
 
-	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin})
+	// The podman probe is the root's: find the user's service or start one,
+	// and ping it through the API. A service started here stops at once.
+	var podNote string
+	podProbe := func(ctx context.Context) error {
+		if base == "" {
+			return fmt.Errorf("no usable runtime dir for a Podman service")
+		}
+		b, err := podman.Open(ctx, podman.Options{Podman: *podmanBin, Base: base})
+		if err != nil {
+			return err
+		}
+		podNote = fmt.Sprintf("API %s on %s", b.Version(), b.Socket())
+		if b.OwnService() {
+			podNote += " (a service of the root's own: no podman.socket of the user answered)"
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return b.Close(cctx)
+	}
+	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin, Podman: podProbe})
 	backends := make([]string, 0, len(caps.Capabilities))
 	for b := range caps.Capabilities {
 		backends = append(backends, string(b))
@@ -81,6 +104,12 @@ Flags:
 			sandboxed = sandboxed || cellspec.Backend(b) != cellspec.Process
 		}
 		fmt.Fprintf(stdout, "backend %-8s %s: %s\n", b, status, c.Reason)
+		if cellspec.Backend(b) == cellspec.Podman && c.Available {
+			fmt.Fprintf(stdout, "               podman service: %s\n", podNote)
+			if !c.EnforcesLimits {
+				fmt.Fprintln(stdout, "               a podman cell with limits is denied unless its entry says accept_unenforced_limits = true")
+			}
+		}
 	}
 	if !sandboxed {
 		fmt.Fprintln(stdout, "PROBLEM: no sandboxing backend is available; only cells the allowlist runs as \"process\" can start")

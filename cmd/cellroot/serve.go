@@ -19,6 +19,8 @@ import (
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/podman"
+	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/process"
 	"github.com/cellproject/cell/rundir"
 	"github.com/cellproject/cell/supervisor"
@@ -31,6 +33,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	listen := fl.String("listen", "", "accept the owner's umbilical as the first connection on this socket path instead")
 	alPath := fl.String("allowlist", "", "allowlist file (default $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml)")
 	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
+	podmanBin := fl.String("podman", "", "podman binary, for a Podman service of the root's own (default podman on PATH)")
 	readyTimeout := fl.Duration("ready-timeout", 10*time.Second, "how long a spawn waits for the cell's socket")
 	stopGrace := fl.Duration("stop-grace", 3*time.Second, "time between SIGTERM and SIGKILL when stopping a cell")
 	logFormat := fl.String("log-format", "console", "log format on stderr: console or json")
@@ -63,7 +66,7 @@ Flags:
 		return 2
 	}
 	defer log.Sync()
-	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, allowlist: *alPath, bwrap: *bwrapBin,
+	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, allowlist: *alPath, bwrap: *bwrapBin, podman: *podmanBin,
 		readyTimeout: *readyTimeout, stopGrace: *stopGrace, cellOutput: *cellOutput, stderr: stderr}); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		return 1
@@ -75,6 +78,7 @@ type serveOptions struct {
 	fd                      int
 	listen                  string
 	allowlist, bwrap        string
+	podman                  string
 	readyTimeout, stopGrace time.Duration
 	cellOutput              bool
 	stderr                  io.Writer
@@ -110,11 +114,41 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 		log.Error("allowlist unusable", zap.Error(err))
 	}
 
-	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: o.bwrap})
+	var pod *podman.Backend
+	hopts := hostcap.Options{Bwrap: o.bwrap}
+	if mayUsePodman(cfg.Allowlist) {
+		hopts.Podman = func(ctx context.Context) error {
+			var err error
+			pod, err = podman.Open(ctx, podman.Options{Podman: o.podman, Base: base, Log: log.Named("podman")})
+			return err
+		}
+	}
+	caps := hostcap.Detect(ctx, hopts)
+	if hopts.Podman == nil {
+		caps.Capabilities[cellspec.Podman] = policy.Capability{Reason: "not probed: no cell of the allowlist may run on podman"}
+	}
+	if pod != nil {
+		// The supervisor ends the session's containers (EndSession); the
+		// service the backend may have started goes once Serve returns.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*o.stopGrace+5*time.Second)
+			defer cancel()
+			if err := pod.Close(ctx); err != nil {
+				log.Warn("closing the podman backend", zap.Error(err))
+			}
+		}()
+		if ids, err := pod.CollectDead(ctx, sessionLive(base)); err != nil {
+			log.Warn("removing containers of dead sessions", zap.Error(err), zap.Strings("sessions", ids))
+		}
+		log.Info("podman service", zap.String("socket", pod.Socket()), zap.String("version", pod.Version()), zap.Bool("own", pod.OwnService()))
+	}
 	cfg.Capabilities = caps.Capabilities
 	cfg.Backends = map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}
 	if caps.BwrapPath != "" {
 		cfg.Backends[cellspec.Bwrap] = supervisor.Adapt(bwrap.New(caps.BwrapPath))
+	}
+	if pod != nil {
+		cfg.Backends[cellspec.Podman] = supervisor.Adapt(pod)
 	}
 	for b, c := range caps.Capabilities {
 		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available), zap.String("note", c.Reason))
@@ -137,6 +171,43 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 		return err
 	}
 	return s.Serve(ctx, owner)
+}
+
+// mayUsePodman reports whether a cell of al could run on podman: only then
+// is a Podman service worth finding or starting. A missing or broken
+// allowlist runs nothing.
+func mayUsePodman(al *allowlist.File) bool {
+	if al == nil {
+		return false
+	}
+	for _, c := range al.Cells {
+		if c.Backend == cellspec.Podman || c.Backend == cellspec.Auto {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionLive reports whether a session under base is alive: its root holds
+// its lock. Supervisor collection has removed the locks of dead sessions
+// already, so a missing lock means dead too.
+func sessionLive(base string) func(string) bool {
+	return func(id string) bool {
+		if !rundir.ValidSessionID(id) {
+			return false
+		}
+		path := rundir.RootLockPath(base, id)
+		if _, err := os.Stat(path); err != nil {
+			return false
+		}
+		lock, err := rundir.TryLock(path)
+		if err != nil {
+			// Locked (alive), or unknowable: never remove what may be live.
+			return true
+		}
+		lock.Close()
+		return false
+	}
 }
 
 // ownerConn returns the owner's umbilical: the inherited descriptor, or the

@@ -1,0 +1,127 @@
+package podman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/rundir"
+)
+
+// Containers lists the ids and labels of every container, in any state,
+// that carries LabelSession and this backend's LabelBase.
+func (b *Backend) Containers(ctx context.Context) (map[string]map[string]string, error) {
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithFilters(map[string][]string{
+		"label": {LabelSession, LabelBase + "=" + b.opts.Base},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("podman: list containers: %w", err)
+	}
+	out := make(map[string]map[string]string, len(list))
+	for _, c := range list {
+		// The filter is the service's; check again, since removing a
+		// container that is not ours is the one thing never to do.
+		if c.Labels[LabelSession] == "" || c.Labels[LabelBase] != b.opts.Base {
+			continue
+		}
+		out[c.ID] = c.Labels
+	}
+	return out, nil
+}
+
+// removeWhere force-removes our containers whose labels match, and returns
+// how many it removed.
+func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string) bool) (int, error) {
+	list, err := b.Containers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for id, labels := range list {
+		if !match(labels) {
+			continue
+		}
+		cctx, cancel := b.callCtx(ctx)
+		_, err := containers.Remove(cctx, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
+		cancel()
+		if err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("podman: remove container %s of session %s: %w", id, labels[LabelSession], err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// CollectDead removes every container of this runtime dir whose session is
+// not live, and the private dirs of backends that died without closing. It
+// returns the sessions it removed containers of.
+func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
+	dead := map[string]bool{}
+	_, err := b.removeWhere(ctx, func(labels map[string]string) bool {
+		s := labels[LabelSession]
+		if live(s) {
+			return false
+		}
+		dead[s] = true
+		return true
+	})
+	sessions := make([]string, 0, len(dead))
+	for s := range dead {
+		sessions = append(sessions, s)
+	}
+	if len(sessions) > 0 {
+		b.opts.Log.Info("removed containers of dead sessions", zap.Strings("sessions", sessions))
+	}
+	return sessions, errors.Join(err, b.collectPrivateDirs())
+}
+
+// youngDir is how old a private dir without a lock must be to be collected.
+const youngDir = time.Minute
+
+// collectPrivateDirs removes the private dirs whose backend is gone: their
+// lock is free.
+func (b *Backend) collectPrivateDirs() error {
+	entries, err := os.ReadDir(b.opts.Base)
+	if err != nil {
+		return fmt.Errorf("podman: list runtime dir: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		dir := filepath.Join(b.opts.Base, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), privPrefix) || dir == b.priv {
+			continue
+		}
+		lockPath := filepath.Join(dir, "lock")
+		if _, err := os.Stat(lockPath); err != nil {
+			// A backend opening right now makes its dir before its
+			// lock: leave a young dir without a lock alone.
+			if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < youngDir {
+				continue
+			}
+		}
+		lock, err := rundir.TryLock(lockPath)
+		if errors.Is(err, rundir.ErrLocked) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("podman: remove dead private dir: %w", err))
+		}
+		lock.Close()
+	}
+	return errors.Join(errs...)
+}

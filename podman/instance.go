@@ -1,0 +1,223 @@
+package podman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/errorhandling"
+	"go.uber.org/zap"
+)
+
+// removeTimeout bounds the removal of a container that has exited or is
+// being forced; removal of an exited container takes milliseconds.
+const removeTimeout = 30 * time.Second
+
+// Instance is one cell's container.
+type Instance struct {
+	b      *Backend
+	id     string
+	name   string
+	root   string
+	output io.Writer
+	done   chan struct{}
+
+	// mu guards status.
+	mu     sync.Mutex
+	status string
+}
+
+func newInstance(b *Backend, id, name, root string, out io.Writer) *Instance {
+	return &Instance{b: b, id: id, name: name, root: root, output: out, done: make(chan struct{})}
+}
+
+// ID is the container's name (cell-<session>-<key>), which ps and the audit
+// show and `podman ps` finds.
+func (in *Instance) ID() string { return in.name }
+
+// ContainerID is Podman's id of the container.
+func (in *Instance) ContainerID() string { return in.id }
+
+// Done is closed once the container has exited and has been removed.
+func (in *Instance) Done() <-chan struct{} { return in.done }
+
+// ExitStatus is "exited N" once Done is closed (N is the cell's exit code;
+// 137 and 143 are SIGKILL and SIGTERM as Podman reports them), "" before.
+func (in *Instance) ExitStatus() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.status
+}
+
+// Stop sends SIGTERM to the cell and waits for the container to be gone or
+// ctx to end; when ctx ends (or had ended already, which skips the SIGTERM)
+// it kills the container with SIGKILL, removes it and waits. It returns nil
+// once the container is gone; an error only when it could be neither killed
+// nor removed. It is safe to call many times, concurrently and after the
+// cell exited.
+func (in *Instance) Stop(ctx context.Context) error {
+	select {
+	case <-in.done:
+		return nil
+	default:
+	}
+	if ctx.Err() == nil {
+		// A failed SIGTERM (the container just exited) is no reason to
+		// skip the wait: the force follows if it is still there.
+		in.signal(ctx, "SIGTERM")
+		select {
+		case <-in.done:
+			return nil
+		case <-ctx.Done():
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+	defer cancel()
+	cctx, cancelCall := in.b.callCtx(fctx)
+	defer cancelCall()
+	_, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", in.name, err)
+	}
+	select {
+	case <-in.done:
+		return nil
+	case <-fctx.Done():
+		return fmt.Errorf("stop container %s: removed but its watcher did not finish: %w", in.name, fctx.Err())
+	}
+}
+
+func (in *Instance) signal(ctx context.Context, sig string) {
+	cctx, cancel := in.b.callCtx(ctx)
+	defer cancel()
+	if err := containers.Kill(cctx, in.id, new(containers.KillOptions).WithSignal(sig)); err != nil && !isNotFound(err) {
+		in.b.opts.Log.Debug("signal container", zap.String("container", in.name), zap.String("signal", sig), zap.Error(err))
+	}
+}
+
+// watch waits for the container to exit, records how, makes sure it is
+// removed, and closes done. It ends early only when the backend closes, and
+// then only after forcing the container out.
+func (in *Instance) watch() {
+	defer in.b.wg.Done()
+	defer in.b.forget(in)
+	defer close(in.done)
+	defer os.RemoveAll(in.root)
+
+	status := "unknown"
+	for {
+		wctx, cancel := in.b.callCtx(in.b.life)
+		code, err := containers.Wait(wctx, in.id, new(containers.WaitOptions).WithConditions([]string{"exited", "stopped"}))
+		cancel()
+		if err == nil {
+			status = "exited " + strconv.Itoa(int(code))
+			break
+		}
+		if isNotFound(err) {
+			// Removed (by Podman's own --rm cleanup, or a forced stop)
+			// before the wait could tell how it ended.
+			status = "removed"
+			break
+		}
+		if in.b.life.Err() != nil {
+			status = "stopped with the backend"
+			break
+		}
+		// The service hiccuped: the container may still run. Retry after
+		// a pause rather than declare a running cell gone.
+		in.b.opts.Log.Warn("wait for container", zap.String("container", in.name), zap.Error(err))
+		select {
+		case <-in.b.life.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// Remove it ourselves too: Podman's automatic removal runs
+	// asynchronously in conmon's cleanup, and Done promises it is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+	defer cancel()
+	cctx, cancelCall := in.b.callCtx(ctx)
+	defer cancelCall()
+	if _, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0)); err != nil && !isNotFound(err) {
+		in.b.opts.Log.Warn("remove container", zap.String("container", in.name), zap.Error(err))
+	}
+	in.mu.Lock()
+	in.status = status
+	in.mu.Unlock()
+}
+
+// copyLogs follows the container's output into the instance's writer,
+// until the container exits or the backend closes.
+func (in *Instance) copyLogs() {
+	defer in.b.wg.Done()
+	if in.output == nil {
+		return
+	}
+	ctx, cancel := in.b.callCtx(in.b.life)
+	defer cancel()
+	// The stream ends when the cell is gone, but a service that keeps it
+	// open must not keep this goroutine: done cancels it too.
+	go func() {
+		select {
+		case <-in.done:
+			// Give the last lines a moment to arrive.
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	lines := make(chan string, 64)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- containers.Logs(ctx, in.id, new(containers.LogOptions).WithFollow(true).WithStdout(true).WithStderr(true), lines, lines)
+	}()
+	for {
+		select {
+		case l := <-lines:
+			io.WriteString(in.output, l+"\n")
+		case <-errc:
+			for {
+				select {
+				case l := <-lines:
+					io.WriteString(in.output, l+"\n")
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// discard removes a container that never became an instance.
+func (in *Instance) discard() {
+	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+	defer cancel()
+	cctx, cancelCall := in.b.callCtx(ctx)
+	defer cancelCall()
+	if _, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0)); err != nil && !isNotFound(err) {
+		in.b.opts.Log.Warn("remove failed container", zap.String("container", in.name), zap.Error(err))
+	}
+	os.RemoveAll(in.root)
+}
+
+// isNotFound reports whether err is the service's "no such container".
+func isNotFound(err error) bool {
+	var em *errorhandling.ErrorModel
+	if errors.As(err, &em) {
+		return em.ResponseCode == http.StatusNotFound
+	}
+	var ev errorhandling.ErrorModel
+	if errors.As(err, &ev) {
+		return ev.ResponseCode == http.StatusNotFound
+	}
+	return false
+}
