@@ -36,7 +36,7 @@ type Report struct {
 func Detect(ctx context.Context, opts Options) Report {
 	r := Report{Capabilities: map[cellspec.Backend]policy.Capability{
 		cellspec.Process: {Available: true, Reason: "no sandbox and no cgroup limits: only for cells the allowlist trusts"},
-		cellspec.Scope: {Reason: "the systemd scope backend is not part of this build yet"},
+		cellspec.Scope:   {Reason: "the systemd scope backend is not part of this build yet"},
 	}}
 	r.Capabilities[cellspec.Podman] = detectPodman(ctx, opts.Podman)
 	name := opts.Bwrap

@@ -299,6 +299,13 @@ func (b *Backend) makeRoot(spec cellspec.Spec) (string, error) {
 			return "", fmt.Errorf("container root: %w", err)
 		}
 	}
+	// Podman copies the mode of the root's /tmp onto the tmpfs it mounts
+	// there (tmpcopyup): sticky and world-writable, so the cell, which is
+	// not root inside, can write in it.
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
+		os.RemoveAll(root)
+		return "", fmt.Errorf("container root: %w", err)
+	}
 	for _, f := range files {
 		fh, err := os.OpenFile(filepath.Join(root, f), os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
