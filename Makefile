@@ -2,6 +2,11 @@
 GO ?= go
 BIN ?= bin
 export CGO_ENABLED := 0
+# The Podman bindings build pure Go only with these tags; every go build, vet
+# and test of the repo uses them (through GOFLAGS, kept from `go env`).
+GO_TAGS ?= remote,containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper,btrfs_noversion
+export GO_TAGS
+export GOFLAGS := $(filter-out -tags=%,$(shell $(GO) env GOFLAGS)) -tags=$(GO_TAGS)
 
 .PHONY: all build deps test demo bench fuzz integration-vm vet clean
 
@@ -26,6 +31,12 @@ test: deps vet
 # `cellroot ps` while it runs, and a check that nothing is left afterwards.
 demo: build
 	bash scripts/demo.sh $(BIN)
+
+# Spawn-to-ready time through the root beside the bare tools (podman run,
+# bwrap) on the same binary, in one run, printed as ratios.
+BENCHTIME ?= 20x
+bench: build
+	bash test/bench/run.sh $(BIN) $(BENCHTIME)
 
 # Longer fuzzing: FUZZTIME per target (default 1m).
 FUZZTIME ?= 1m

@@ -6,6 +6,12 @@ set -euo pipefail
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# Rootless Podman: runc, because crun fails on hybrid cgroup hierarchies;
+# newuidmap for the user namespace; slirp4netns for cells granted network.
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v newuidmap >/dev/null 2>&1 || missing+=(uidmap)
+command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
 if ! command -v go >/dev/null 2>&1; then
 	echo "Go is not on PATH: install Go 1.26 or newer (https://go.dev/doc/install) and retry." >&2
 	exit 1

@@ -13,6 +13,13 @@ cd "$repo"
 user=${CELL_TEST_USER:-celltest}
 fuzztime=${CELL_FUZZTIME:-10s}
 export CGO_ENABLED=0
+# The Podman bindings build pure Go only with these tags (see the Makefile).
+GO_TAGS=${GO_TAGS:-remote,containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper,btrfs_noversion}
+goflags=""
+for f in $(go env GOFLAGS); do
+	case $f in -tags=*) ;; *) goflags="$goflags $f" ;; esac
+done
+export GOFLAGS="${goflags# } -tags=$GO_TAGS"
 
 bash "$repo/test/deps.sh"
 
@@ -29,6 +36,27 @@ else
 	as_user() { "$@"; }
 	user_home=$HOME
 	user_uid=$(id -u)
+fi
+
+# Rootless Podman for the test user: runc (crun fails on hybrid cgroup
+# hierarchies), in the user's containers.conf. Podman pins its run dirs in
+# its database at first use, so the first use is here, with no
+# XDG_RUNTIME_DIR, rather than in a test's throwaway runtime dir.
+if [ "$(id -u)" = 0 ]; then
+	if ! grep -q "^$user:" /etc/subuid || ! grep -q "^$user:" /etc/subgid; then
+		echo "== giving $user subordinate ids for rootless Podman"
+		usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$user"
+	fi
+	conf_dir="$user_home/.config/containers"
+	runuser -u "$user" -- mkdir -p "$conf_dir"
+	printf '# Written by test/run-tests.sh: crun fails on hybrid cgroups.\n[engine]\nruntime = "runc"\n' |
+		runuser -u "$user" -- tee "$conf_dir/containers.conf" >/dev/null
+fi
+podman_ok=1
+if ! (cd / && as_user env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$user_home" USER="$user" \
+	podman info --format 'podman {{.Version.Version}}, runtime {{.Host.OCIRuntime.Name}}, cgroups {{.Host.CgroupsVersion}}'); then
+	podman_ok=0
+	echo "rootless podman does not work for $user: the podman tests will fail (runtime = \"runc\" under [engine] in ~/.config/containers/containers.conf is needed on hybrid cgroups)" >&2
 fi
 
 # Everything the test user runs lives in a staging dir it can read, apart
@@ -67,6 +95,19 @@ for p in $pkgs; do
 	fi
 done
 
+# Nothing of any session may be left in Podman: containers are looked for,
+# not assumed gone.
+container_leaks=0
+if [ "$podman_ok" = 1 ]; then
+	left=$(cd / && as_user env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$user_home" USER="$user" \
+		podman ps --all --filter label=cell.session --format '{{.Names}} {{.Labels}}' 2>/dev/null || true)
+	if [ -n "$left" ]; then
+		echo "containers of cell sessions left after the tests:" >&2
+		echo "$left" >&2
+		container_leaks=1
+	fi
+fi
+
 echo "== fuzzing each decoder for $fuzztime"
 fuzz_failed=0
 for p in $pkgs; do
@@ -87,8 +128,9 @@ if [ "${#failed_pkgs[@]}" -gt 0 ]; then
 	echo "failing packages: ${failed_pkgs[*]}"
 fi
 [ "$fuzz_failed" -gt 0 ] && echo "failing fuzz targets: $fuzz_failed"
+[ "$container_leaks" -gt 0 ] && echo "containers of cell sessions were left behind"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 # A skip is not a pass here: every test needs what this script installs.
-if [ "${#failed_pkgs[@]}" -gt 0 ] || [ "$failed" -gt 0 ] || [ "$skipped" -gt 0 ] || [ "$fuzz_failed" -gt 0 ] || [ "$passed" -eq 0 ]; then
+if [ "${#failed_pkgs[@]}" -gt 0 ] || [ "$failed" -gt 0 ] || [ "$skipped" -gt 0 ] || [ "$fuzz_failed" -gt 0 ] || [ "$container_leaks" -gt 0 ] || [ "$passed" -eq 0 ]; then
 	exit 1
 fi

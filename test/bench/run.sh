@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# make bench: spawn-to-ready time of a cell through the session root beside
+# the bare tool starting the same binary, in one run, printed as ratios. As
+# root it runs the benchmarks as the unprivileged test user, as make test
+# does (run make test once first: it sets up that user's rootless Podman).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+benchtime=${2:-20x}
+user=${CELL_TEST_USER:-celltest}
+cd "$repo"
+stage=$(mktemp -d /tmp/cell-bench.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+chmod 755 "$stage"
+go build -o "$stage/bin/" ./cmd/cellroot ./test/integration/cells/testcell
+go test -c -o "$stage/bench.test" ./test/bench
+chmod -R a+rX "$stage"
+if [ "$(id -u)" = 0 ]; then
+	home=$(getent passwd "$user" | cut -d: -f6)
+	as_user() { runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" USER="$user" TMPDIR=/tmp "$@"; }
+else
+	as_user() { "$@"; }
+fi
+(cd "$stage" && as_user CELL_TEST_BIN="$stage/bin" "$stage/bench.test" -test.run '^$' -test.bench . \
+	-test.benchtime "$benchtime" -test.count 1) | tee "$stage/bench.out"
+awk '
+/^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name); ns[name] = $3 }
+END {
+	printf "\n%-34s %10s %10s %7s\n", "spawn to ready", "root ms", "tool ms", "ratio"
+	if (ns["RootPodman"] && ns["CLIPodmanRun"])
+		printf "%-34s %10.1f %10.1f %7.2f\n", "podman: root vs podman run -d", ns["RootPodman"]/1e6, ns["CLIPodmanRun"]/1e6, ns["RootPodman"]/ns["CLIPodmanRun"]
+	if (ns["RootBwrap"] && ns["CLIBwrap"])
+		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap run to exit", ns["RootBwrap"]/1e6, ns["CLIBwrap"]/1e6, ns["RootBwrap"]/ns["CLIBwrap"]
+}' "$stage/bench.out"
