@@ -22,6 +22,12 @@ removes the session's files.
 
 Usage:
   cellroot serve   (--umbilical-fd N | --listen PATH) [flags]   run a session root
+  cellroot run     [flags] APPDIR                              build an app's cells and run them until a signal
+  cellroot build   [flags] APPDIR                              build an app's cells into the cache
+  cellroot allow   [--yes] [--revoke] [--pin] [--require-signature] APPDIR
+                                                               review what an app's cells ask for and grant it
+  cellroot keygen  [--trust] NAME                              make an ed25519 key for signing cells
+  cellroot sign    --key FILE PATH...                          sign cells' source trees or binaries
   cellroot ps      [--json]                                    show the user's sessions and their cells
   cellroot doctor                                              say what this machine can enforce
   cellroot help    [COMMAND]                                   show help
@@ -29,6 +35,8 @@ Usage:
 Files:
   allowlist  --allowlist, else $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml
              (~/.config/cell/allowlist.toml); missing means every spawn is denied
+  trust      $CELL_TRUST, else $XDG_CONFIG_HOME/cell/trust.toml: keys whose signatures count
+  builds     $XDG_CACHE_HOME/cell/builds/<hash>/ (~/.cache/cell), keyed by source, Go version, flags
   runtime    $XDG_RUNTIME_DIR/cell/<session>/, or /tmp/cell-<uid>/<session>/ when
              XDG_RUNTIME_DIR is unset
 
@@ -51,6 +59,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return runServe(ctx, rest, stderr)
+	case "run":
+		return runRun(ctx, rest, stdout, stderr)
+	case "build":
+		return runBuild(ctx, rest, stdout, stderr)
+	case "allow":
+		return runAllow(ctx, rest, os.Stdin, stdout, stderr)
+	case "keygen":
+		return runKeygen(ctx, rest, stdout, stderr)
+	case "sign":
+		return runSign(ctx, rest, stdout, stderr)
 	case "ps":
 		return runPs(ctx, rest, stdout, stderr)
 	case "doctor":

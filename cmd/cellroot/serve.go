@@ -113,6 +113,7 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 		cfg.AllowlistErr = fmt.Errorf("allowlist unusable, every spawn is denied: %w", err)
 		log.Error("allowlist unusable", zap.Error(err))
 	}
+	cfg.Vet = vetHook(cfg.Allowlist)
 
 	var pod *podman.Backend
 	hopts := hostcap.Options{Bwrap: o.bwrap}

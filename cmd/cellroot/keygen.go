@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/cellproject/cell/app"
+	"github.com/cellproject/cell/cellname"
+	"github.com/cellproject/cell/trust"
+)
+
+func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	out := fl.String("out", "", "private key file (default $XDG_CONFIG_HOME/cell/keys/NAME.key)")
+	addTrust := fl.Bool("trust", false, "also add the public key to trust.toml as [key.NAME]")
+	name, code, ok := parseApp(fl, args, `Usage: cellroot keygen [flags] NAME
+
+Makes an ed25519 key pair for signing cells (cellroot sign). The private key
+is written readable by you only and never overwritten; the public key is
+printed as a [key.NAME] table for trust.toml (or added with --trust).
+`)
+	if !ok {
+		return code
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "cellroot keygen: %v\n", err)
+		return 1
+	}
+	if err := cellname.Check(name); err != nil {
+		return fail(fmt.Errorf("key name: %w", err))
+	}
+	if *out == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return fail(err)
+		}
+		*out = filepath.Join(dir, "cell", "keys", name+".key")
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
+		return fail(err)
+	}
+	priv, pub, err := trust.GenerateKey()
+	if err != nil {
+		return fail(err)
+	}
+	if err := trust.WritePrivateKey(*out, priv); err != nil {
+		return fail(err)
+	}
+	table := fmt.Sprintf("[key.%s]\ned25519 = %q\n", name, pub)
+	fmt.Fprintf(stdout, "private key: %s\npublic key:  %s\n", *out, pub)
+	if !*addTrust {
+		fmt.Fprintf(stdout, "\nTo trust it, add to trust.toml:\n\n%s", table)
+		return 0
+	}
+	path, err := app.TrustPath()
+	if err != nil {
+		return fail(err)
+	}
+	text, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		text = []byte("# Keys whose signatures cellroot accepts; see docs/trust.md.\nversion = 1\n")
+	} else if err != nil {
+		return fail(err)
+	}
+	if len(text) > 0 && text[len(text)-1] != '\n' {
+		text = append(text, '\n')
+	}
+	text = append(append(text, '\n'), table...)
+	if _, err := trust.Parse(path, text); err != nil {
+		return fail(fmt.Errorf("not adding the key, trust.toml would be invalid: %w", err))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fail(err)
+	}
+	if err := os.WriteFile(path, text, 0o600); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stdout, "trusted as [key.%s] in %s\n", name, path)
+	return 0
+}
