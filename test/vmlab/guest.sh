@@ -8,6 +8,7 @@
 #   ...output...
 #   @@CELL-VMLAB-END status=N uptime=SECONDS@@
 # It always exits 0: the status travels in the end marker.
+# No -e: whatever fails, the end marker with the status must still go out.
 set -uo pipefail
 
 mnt=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

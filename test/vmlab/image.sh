@@ -16,6 +16,9 @@
 # tree and makes the ext4 image from it; under mmdebstrap it runs as a
 # customize hook, as root of the user namespace.
 set -euo pipefail
+# All of it in one block, parsed before any of it runs: editing this file
+# during a run cannot change the run.
+{
 
 die() { printf 'vmlab image: %s\n' "$*" >&2; exit 1; }
 step() { printf 'vmlab image: [%s] %s\n' "$(date +%T)" "$*"; }
@@ -246,3 +249,5 @@ for f in root.img vmlinuz initrd.img info; do
 done
 mv "$out.tmp" "$out"
 step "image ready in $out ($backend)"
+exit
+}

@@ -6,6 +6,9 @@
 # or report, or when the run exceeds its time box. See usage() and
 # test/vmlab/README section in the project README.
 set -euo pipefail
+# All of it in one block, parsed before any of it runs: editing this file
+# during a run cannot change the run.
+{
 
 usage() {
 	cat <<'EOF'
@@ -26,9 +29,9 @@ options:
   -h, --help     this text
 
 environment:
-  VMLAB_PACKAGES   Go packages to compile and run (default: every package
-                   under test/integration whose test files carry the vmlab
-                   build tag)
+  VMLAB_PACKAGES   Go package paths (space-separated, no ... patterns) to
+                   compile and run (default: every package under
+                   test/integration whose test files carry the vmlab tag)
   VMLAB_EXTRA      a folder copied onto the test disk as extra/ (the tests
                    see it as $CELL_VMLAB_EXTRA), e.g. static cell binaries
   CELL_VMLAB_CACHE the cache folder (default /var/cache/cell-vmlab as root,
@@ -225,6 +228,7 @@ build_image() {
 # -------------------------------------------------------------- test disk
 vmlab_packages() {
 	if [[ -n ${VMLAB_PACKAGES:-} ]]; then
+		# shellcheck disable=SC2086 # a space-separated list, split on purpose
 		printf '%s\n' $VMLAB_PACKAGES
 		return
 	fi
@@ -239,6 +243,8 @@ build_test_disk() {
 	mapfile -t pkgs < <(vmlab_packages)
 	[[ ${#pkgs[@]} -gt 0 ]] || die "no test packages: none under test/integration has the vmlab build tag and VMLAB_PACKAGES is empty"
 	for pkg in "${pkgs[@]}"; do
+		pkg=${pkg%/}
+		[[ $pkg != *...* ]] || die "VMLAB_PACKAGES takes package paths, not patterns: $pkg"
 		name=$(printf '%s' "${pkg#./}" | sed -e 's|^test/integration/||' -e 's|[/.]|-|g' -e 's|^-*||')
 		[[ -n $name ]] || name=root
 		say "compiling $pkg"
@@ -434,3 +440,5 @@ fi
 say "PASS"
 # The closing line: the tests' count, as the guest reported it.
 grep -a -m1 '^vmlab: [0-9]* passed, [0-9]* failed' "$cache/last-run/output.log" || true
+exit
+}

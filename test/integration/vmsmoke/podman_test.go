@@ -161,7 +161,8 @@ func TestPodmanRootlessContainer(t *testing.T) {
 		if removed {
 			return
 		}
-		cctx, cancel := context.WithTimeout(pctx, 2*time.Minute)
+		// The test's context may be over; keep the connection, not its end.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(pctx), 2*time.Minute)
 		defer cancel()
 		if _, err := containers.Remove(cctx, id, new(containers.RemoveOptions).WithForce(true).WithTimeout(0)); err != nil {
 			t.Errorf("remove container %s: %v", s.Name, err)
