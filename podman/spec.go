@@ -109,6 +109,11 @@ func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error)
 	s.CapDrop = []string{"all"}
 	s.NoNewPrivileges = &yes
 	s.UserNS = specgen.Namespace{NSMode: specgen.KeepID}
+	// Podman's defaults, said explicitly: the container shares no pid, ipc
+	// or uts namespace with the host.
+	s.PidNS = specgen.Namespace{NSMode: specgen.Private}
+	s.IpcNS = specgen.Namespace{NSMode: specgen.Private}
+	s.UtsNS = specgen.Namespace{NSMode: specgen.Private}
 	s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
 	if spec.Network {
 		// The user's rootless network (slirp4netns or pasta), as a
