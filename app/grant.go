@@ -1,11 +1,13 @@
 package app
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 
@@ -17,6 +19,9 @@ type GrantOptions struct {
 	SourceSHA256 string
 	// RequireSignature requires Cell.sig to verify against trust.toml.
 	RequireSignature bool
+	// Backend, when set, is the user's choice of backend over the cell's
+	// preference.
+	Backend cellspec.Backend
 }
 
 // Grant renders the allowlist entry that grants exactly what c requests.
@@ -31,8 +36,8 @@ func Grant(c *Cell, o GrantOptions) allowlist.Block {
 	if c.IdleTimeout > 0 {
 		fmt.Fprintf(&b, "args = [%s]\n", strconv.Quote("-idle="+c.IdleTimeout.String()))
 	}
-	if c.Backend != "" {
-		fmt.Fprintf(&b, "backend = %q\n", c.Backend)
+	if backend := cmp.Or(o.Backend, c.Backend); backend != "" {
+		fmt.Fprintf(&b, "backend = %q\n", backend)
 	}
 	fmt.Fprintf(&b, "network = %t\n", c.Network)
 	quoted := make([]string, len(c.Spawn))

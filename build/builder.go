@@ -174,7 +174,7 @@ func (b *Builder) Build(ctx context.Context, srcs []Source) ([]Result, error) {
 		}
 		mode := src.mode()
 		flags := "CGO_ENABLED=0 " + mode + " " + strings.Join(Flags, " ")
-		key := cacheKey(src.Name, sum, tc.version, flags)
+		key := cacheKey(src.Name, src.Dir, sum, tc.version, flags)
 		dir := filepath.Join(cache, "builds", key)
 		r := Result{Name: src.Name, Binary: filepath.Join(dir, src.Name), SourceSHA256: sum,
 			Installed: InstalledPath(cache, src.Dir, src.Name)}
@@ -213,9 +213,12 @@ func (s Source) mode() string {
 	return "-mod=readonly"
 }
 
-func cacheKey(name, source, goVersion, flags string) string {
+// cacheKey names a build. The source dir is part of it because a build's
+// record says which dir it is of, and the root checks that against the
+// allowlist's source: two apps with equal sources get two entries.
+func cacheKey(name, dir, source, goVersion, flags string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "cell-build v1\nname %s\nsource %s\ngo %s\nflags %s\n", name, source, goVersion, flags)
+	fmt.Fprintf(h, "cell-build v1\nname %s\ndir %q\nsource %s\ngo %s\nflags %s\n", name, dir, source, goVersion, flags)
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -1,27 +1,65 @@
 #!/usr/bin/env bash
-# make demo: runs the example app (brain -> eye -> retina -> cone, plus a
-# spawn the allowlist denies) on the best backend this machine has, shows
+# make demo: the example app as a Cell app. Its cells (eye -> retina -> cone,
+# and nose, which eye may not spawn) live in examples/app/cells/NAME with a
+# Cell.toml each. The demo makes a self-contained app folder of them (its own
+# module, dependencies vendored), grants it with `cellroot allow`, runs it
+# with `cellroot run` (cold build, autostart in dependency order), then runs
+# brain as the app's owner (cached build: nothing compiled), shows
 # `cellroot ps` while it runs and checks that nothing is left afterwards.
 set -euo pipefail
 bin=$(cd "${1:-bin}" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/cell-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+go=$(command -v go)
+export CELL_GO=$go
+# Everything of the demo in its own folder: the build cache (and so the
+# binaries the allowlist grants) and the allowlist.
+export XDG_CACHE_HOME=$work/cache
+allowlist=$work/allowlist.toml
+app=$work/app
 
-# The demo's allowlist: the template with this checkout's binaries and
-# backend "auto", so the root picks the strongest backend available.
-sed -e "s|@BIN@|$bin|g" -e "s|@BACKEND@|${CELL_DEMO_BACKEND:-auto}|g" \
-	"$repo/examples/allowlist.toml.in" >"$work/allowlist.toml"
-echo "== cellroot doctor"
-"$bin/cellroot" doctor --allowlist "$work/allowlist.toml" || true
+echo "== making the app folder $app from examples/app (vendored, so it builds offline)"
+mkdir -p "$app"
+cp -r "$repo/examples/app/cells" "$app/cells"
+goversion=$(awk '/^go /{print $2; exit}' "$repo/go.mod")
+# The modules the cells import, at the versions this checkout builds with.
+requires=$(cd "$repo" && go list -m -f '{{.Path}} {{.Version}}' go.uber.org/zap go.uber.org/multierr golang.org/x/sys)
+{
+	printf 'module example.com/eyes\n\ngo %s\n\nrequire (\n\tgithub.com/cellproject/cell v0.0.0\n' "$goversion"
+	printf '%s\n' "$requires" | sed 's/^/\t/'
+	printf ')\n\nreplace github.com/cellproject/cell => %s\n' "$repo"
+} >"$app/go.mod"
+cp "$repo/go.sum" "$app/go.sum"
+# From the module cache `make build` filled: GOPROXY=off, no download.
+(cd "$app" && GOFLAGS= GOPROXY=off go mod vendor)
+(cd "$app" && find cells -type f | sort)
+
 echo
-echo "== running the example app (allowlist: $work/allowlist.toml)"
-"$bin/brain" -cellroot "$bin/cellroot" -allowlist "$work/allowlist.toml" -hold 3s \
+echo "== cellroot allow: what the cells ask for, granted into $allowlist"
+# As root, rootless Podman's keep-id is unavailable, so the demo picks bwrap
+# there unless CELL_DEMO_BACKEND says otherwise.
+backend=${CELL_DEMO_BACKEND:-auto}
+if [ -z "${CELL_DEMO_BACKEND:-}" ] && [ "$(id -u)" = 0 ]; then
+	backend=bwrap
+fi
+"$bin/cellroot" allow --yes --backend "$backend" --allowlist "$allowlist" "$app"
+
+echo
+echo "== cellroot run, first time: discovery, cold build, autostart in dependency order"
+"$bin/cellroot" run --allowlist "$allowlist" --for 1s "$app" 2>"$work/run.err" || {
+	cat "$work/run.err" >&2
+	exit 1
+}
+
+echo
+echo "== brain, the app's owner (app.Run: cached build, autostart), asks eye to see"
+"$bin/brain" -app "$app" -cellroot "$bin/cellroot" -allowlist "$allowlist" -hold 3s \
 	>"$work/brain.out" 2>"$work/brain.err" &
 brain=$!
 
 # Show the session while the app holds it.
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
 	if "$bin/cellroot" ps | grep -q cone; then
 		break
 	fi
@@ -33,7 +71,7 @@ session=$(awk '/^session / {print $2; exit}' "$work/ps.out")
 if [ -z "$session" ]; then
 	echo "the app's session never showed in cellroot ps" >&2
 	kill "$brain" 2>/dev/null || true
-	cat "$work/brain.err" >&2
+	cat "$work/brain.out" "$work/brain.err" >&2
 	exit 1
 fi
 
@@ -50,6 +88,14 @@ if [ "$status" -ne 0 ]; then
 	cat "$work/brain.err" >&2
 	exit 1
 fi
+if grep -q compiling "$work/brain.out"; then
+	echo "the second start compiled something; it should have used the cache" >&2
+	exit 1
+fi
+grep -q 'nose: denied' "$work/brain.out" || {
+	echo "eye's spawn of nose was not denied" >&2
+	exit 1
+}
 
 echo
 echo "== after the app exited"

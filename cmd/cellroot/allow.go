@@ -15,6 +15,7 @@ import (
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/app"
 	"github.com/cellproject/cell/build"
+	"github.com/cellproject/cell/cellspec"
 )
 
 func runAllow(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -25,6 +26,7 @@ func runAllow(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	yes := fl.Bool("yes", false, "grant without asking (for scripts)")
 	revoke := fl.Bool("revoke", false, "remove the app's grants instead")
 	pin := fl.Bool("pin", false, "pin each cell to the sha256 of its source tree as it is now")
+	backend := fl.String("backend", "", "run every cell on this backend (auto, scope, podman, bwrap or process) instead of what its Cell.toml prefers")
 	requireSig := fl.Bool("require-signature", false, "start each cell only if its Cell.sig verifies against trust.toml")
 	dir, code, ok := parseApp(fl, args, `Usage: cellroot allow [flags] APPDIR
 
@@ -84,7 +86,8 @@ Cell.toml changes; --revoke removes the app's blocks.
 	for _, n := range a.Order {
 		c := a.Cells[n]
 		fmt.Fprintln(stdout, app.Describe(c))
-		g := app.GrantOptions{Exec: build.InstalledPath(cache, c.Dir, n), RequireSignature: *requireSig}
+		g := app.GrantOptions{Exec: build.InstalledPath(cache, c.Dir, n), RequireSignature: *requireSig,
+			Backend: cellspec.Backend(*backend)}
 		if *pin {
 			src, err := build.SourceOf(n, c.Dir)
 			if err != nil {

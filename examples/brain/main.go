@@ -1,7 +1,9 @@
-// Command brain is the owner of the example app: it starts a session root,
-// grows eye (which grows retina, which grows cone, each through the root),
-// asks eye to see, prints the answer and the session's cells, and closes the
-// session, which tears every cell down.
+// Command brain is the owner of the example app: it starts a session root
+// (with -app, through app.Run, which first builds the cells of the app
+// folder and starts its autostart cells), grows eye (which grows retina,
+// which grows cone, each through the root), asks eye to see, prints the
+// answer and the session's cells, and closes the session, which tears every
+// cell down.
 package main
 
 import (
@@ -17,8 +19,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/cellproject/cell/app"
 	"github.com/cellproject/cell/cell"
-	"github.com/cellproject/cell/examples/internal/demo"
+	"github.com/cellproject/cell/examples/demo"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -28,6 +31,8 @@ func main() {
 	hold := flag.Duration("hold", 0, "keep the session open this long before closing it (to watch `cellroot ps`)")
 	timeout := flag.Duration("timeout", time.Minute, "give up growing and asking after this long")
 	verbose := flag.Bool("v", false, "log what the SDK does")
+	appDir := flag.String("app", "", "run the app folder DIR (cells/NAME/Cell.toml): build its cells and start the autostart ones first")
+	goBin := flag.String("go", os.Getenv("CELL_GO"), "go command for building the app's cells (with -app)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -36,14 +41,29 @@ func main() {
 	if *verbose {
 		log = demo.Logger("brain")
 	}
-	if err := run(ctx, os.Stdout, cell.OwnerOptions{Cellroot: *cellroot, Allowlist: *allowlist, Logger: log}, *timeout, *hold); err != nil {
+	start := func(ctx context.Context) (*cell.Session, error) {
+		return cell.Start(ctx, cell.OwnerOptions{Cellroot: *cellroot, Allowlist: *allowlist, Logger: log})
+	}
+	if *appDir != "" {
+		// The app's own main as its owner: app.Run builds the cells, starts
+		// the session and the autostart cells, and hands back the session.
+		start = func(ctx context.Context) (*cell.Session, error) {
+			r, err := app.Run(ctx, *appDir, app.Options{Cellroot: *cellroot, Allowlist: *allowlist, Go: *goBin,
+				Progress: os.Stdout, Logger: log})
+			if err != nil {
+				return nil, err
+			}
+			return r.Session, nil
+		}
+	}
+	if err := run(ctx, os.Stdout, start, *timeout, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "brain:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out io.Writer, opts cell.OwnerOptions, timeout, hold time.Duration) (err error) {
-	s, err := cell.Start(ctx, opts)
+func run(ctx context.Context, out io.Writer, start func(context.Context) (*cell.Session, error), timeout, hold time.Duration) (err error) {
+	s, err := start(ctx)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/cell"
-	"github.com/cellproject/cell/examples/internal/demo"
+	"github.com/cellproject/cell/examples/demo"
 	"github.com/cellproject/cell/wire"
 )
 

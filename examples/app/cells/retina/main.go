@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/cell"
-	"github.com/cellproject/cell/examples/internal/demo"
+	"github.com/cellproject/cell/examples/demo"
 )
 
 func main() {
