@@ -138,7 +138,7 @@ func (b *Builder) toolchain(ctx context.Context) (toolchain, error) {
 	if err != nil {
 		return toolchain{}, fmt.Errorf("%w: %s env: %v", ErrToolchain, p, err)
 	}
-	f := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	f := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 	if len(f) != 3 || !filepath.IsAbs(f[0]) || f[1] == "" {
 		return toolchain{}, fmt.Errorf("%w: %s env printed %q", ErrToolchain, p, out)
 	}
