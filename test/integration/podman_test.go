@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,19 +81,44 @@ func podmanContainers(t *testing.T, filters ...string) []string {
 	return strings.Fields(string(out))
 }
 
-// requireNoContainers waits until no container of the session is left.
+// requireNoContainers waits until no container of the session is left and
+// no Podman cleanup runs.
 func requireNoContainers(t *testing.T, session string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		left := podmanContainers(t, "cell.session="+session)
 		if len(left) == 0 {
+			requireNoCleanups(t)
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("session %s left containers: %v", session, left)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// requireNoCleanups waits until no Podman cleanup of an exited container
+// runs (conmon starts one for every container): they must not outlive the
+// test and load the machine under the next ones.
+func requireNoCleanups(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var left []string
+		for _, p := range processes(t) {
+			if p.state != "Z" && strings.Contains(p.cmdline, "container cleanup") {
+				left = append(left, "pid "+strconv.Itoa(p.pid)+": "+p.cmdline)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("podman cleanups still running:\n  %s", strings.Join(left, "\n  "))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -211,13 +237,23 @@ func TestPodmanCellServesSpawnsAndTearsDown(t *testing.T) {
 	requireEmptyRuntime(t, base)
 }
 
-// requireEmptyRuntime fails when anything is left in the runtime dir: the
-// podman backend's private dir (service socket, cell roots) included.
+// requireEmptyRuntime fails when anything is left in the runtime dir (the
+// podman backend's private dir, with its service socket and cell roots,
+// included) or any process names it (a Podman service the root started).
 func requireEmptyRuntime(t *testing.T, base string) {
 	t.Helper()
-	waitFor(t, "the runtime dir is empty", func() bool {
+	waitFor(t, "the runtime dir is empty and no process names it", func() bool {
 		entries, err := os.ReadDir(base)
-		return err == nil && len(entries) == 0
+		if err != nil || len(entries) != 0 {
+			return false
+		}
+		for _, p := range processes(t) {
+			if p.state != "Z" && strings.Contains(p.cmdline, base) {
+				t.Logf("still running: pid %d: %s", p.pid, p.cmdline)
+				return false
+			}
+		}
+		return true
 	})
 }
 
@@ -393,8 +429,7 @@ func TestPodmanExampleApp(t *testing.T) {
 	if !strings.Contains(stderr.String(), "podman") {
 		t.Errorf("the root's log does not show the cells on podman:\n%s", stderr.String())
 	}
-	if left := podmanContainers(t, "cell.base="+base); len(left) != 0 {
-		t.Errorf("the app left containers: %v", left)
-	}
+	waitFor(t, "the app's containers are gone", func() bool { return len(podmanContainers(t, "cell.base="+base)) == 0 })
+	requireNoCleanups(t)
 	requireEmptyRuntime(t, base)
 }
