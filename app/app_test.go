@@ -182,3 +182,14 @@ func TestGrantParsesAndMatchesRequest(t *testing.T) {
 		t.Error(Describe(a.Cells["retina"]))
 	}
 }
+
+// TestDocExample keeps docs/Cell.example.toml valid.
+func TestDocExample(t *testing.T) {
+	m, _, err := LoadManifest("../docs/Cell.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "eye" || !m.Autostart || m.Limits.Pids != 64 {
+		t.Fatalf("%+v", m)
+	}
+}

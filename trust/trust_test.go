@@ -92,3 +92,15 @@ func TestLoadRefusesUnsafeModes(t *testing.T) {
 		t.Fatalf("missing: %v", err)
 	}
 }
+
+// TestDocExample keeps docs/trust.example.toml valid.
+func TestDocExample(t *testing.T) {
+	data, err := os.ReadFile("../docs/trust.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse("trust.example.toml", data)
+	if err != nil || len(f.Keys) != 1 {
+		t.Fatalf("%v %+v", err, f)
+	}
+}
