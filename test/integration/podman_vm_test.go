@@ -31,6 +31,15 @@ backend = "podman"
 limits = { memory = "64M" }
 `
 
+// In the lab the binaries under test come on the test disk: run.sh with
+// VMLAB_EXTRA set to a folder holding bin/ (cellroot, the examples and
+// testcell, as make test builds them).
+func init() {
+	if os.Getenv("CELL_TEST_BIN") == "" && os.Getenv("CELL_VMLAB_EXTRA") != "" {
+		os.Setenv("CELL_TEST_BIN", filepath.Join(os.Getenv("CELL_VMLAB_EXTRA"), "bin"))
+	}
+}
+
 func requireEnforcingPodman(t *testing.T) {
 	t.Helper()
 	requirePodman(t)
