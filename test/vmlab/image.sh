@@ -127,12 +127,22 @@ UNIT
 	cp "$vmlinuz" "$out/vmlinuz"
 	cp "$initrd" "$out/initrd.img"
 
-	in_root apt-get clean
-	rm -rf "$tree"/var/lib/apt/lists/* "$tree"/var/cache/apt/*.bin "$tree"/tmp/* "$tree"/var/tmp/*
+	if [[ $backend == debootstrap ]]; then
+		in_root apt-get clean
+		rm -rf "$tree"/var/lib/apt/lists/* "$tree"/var/cache/apt/*.bin "$tree"/tmp/* "$tree"/var/tmp/*
+	fi
+	# (mmdebstrap still needs its apt files after this hook: --mkfs hides
+	# them from the image instead.)
 
 	step "root filesystem image ($root_size)"
 	truncate -s "$root_size" "$out/root.img"
-	mkfs.ext4 -q -F -L cellroot -d "$tree" "$out/root.img"
+	if [[ -n $(mounts_under "$tree") ]]; then
+		# mmdebstrap still has /dev, /proc and /sys mounted in the tree;
+		# make the image in a mount namespace of our own without them.
+		unshare --mount --propagation private bash "${BASH_SOURCE[0]}" --mkfs "$tree" "$out/root.img"
+	else
+		mkfs.ext4 -q -F -L cellroot -d "$tree" "$out/root.img"
+	fi
 	chmod 0644 "$out"/*
 	cat >"$out/info" <<INFO
 suite=$suite
@@ -150,6 +160,29 @@ INFO
 	chmod 0644 "$out/info"
 	step "done: kernel $kver, podman $podman_ver, systemd $systemd_ver"
 }
+
+# mounts_under DIR lists the mount points below DIR, deepest first.
+mounts_under() {
+	awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+
+if [[ ${1:-} == --mkfs ]]; then
+	[[ $# -eq 3 ]] || die "usage: image.sh --mkfs TREE IMAGE (in a private mount namespace)"
+	# (A lazy unmount takes the mounts below along, so later ones may be
+	# gone already: what counts is that none is left.)
+	mounts_under "$2" | while read -r m; do
+		umount -l "$m" 2>/dev/null || true
+	done
+	[[ -z $(mounts_under "$2") ]] || die "cannot unmount everything under $2"
+	# Empty what the image does not need (apt's lists and downloads, temp
+	# files) by mounting empty folders over it, in this namespace only.
+	mount -t tmpfs -o mode=0755 tmpfs "$2/var/lib/apt/lists"
+	mount -t tmpfs -o mode=0755 tmpfs "$2/var/cache/apt"
+	mount -t tmpfs -o mode=1777 tmpfs "$2/tmp"
+	mount -t tmpfs -o mode=1777 tmpfs "$2/var/tmp"
+	mkfs.ext4 -q -F -L cellroot -d "$2" "$3"
+	exit 0
+fi
 
 if [[ ${1:-} == --finish ]]; then
 	[[ $# -eq 7 ]] || die "usage: image.sh --finish TREE OUT KERNEL_PACKAGE SUITE MIRROR BACKEND"
@@ -188,6 +221,8 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 if [[ $backend == debootstrap ]]; then
 	work=$(mktemp -d "$(dirname "$out")/.image-build.XXXXXX")

@@ -37,6 +37,7 @@ environment:
   CELL_VMLAB_CACHE the cache folder (default /var/cache/cell-vmlab as root,
                    ${XDG_CACHE_HOME:-~/.cache}/cell-vmlab otherwise)
   VMLAB_TIMEOUT    time box in seconds for boot plus tests (default 1800)
+  VMLAB_BUILD_TIMEOUT time box in seconds for an image build (default 1800)
   VMLAB_TEST_TIMEOUT  -test.timeout for each binary (default 20m)
   VMLAB_MIRROR     Debian mirror (default: from the host's apt sources)
   VMLAB_SUITE      Debian suite (default trixie)
@@ -56,6 +57,7 @@ go_tags="remote containers_image_openpgp exclude_graphdriver_btrfs exclude_graph
 suite=${VMLAB_SUITE:-trixie}
 kernel_pkg=${VMLAB_KERNEL:-linux-image-cloud-amd64}
 time_box=${VMLAB_TIMEOUT:-1800}
+build_time_box=${VMLAB_BUILD_TIMEOUT:-1800}
 test_timeout=${VMLAB_TEST_TIMEOUT:-20m}
 if [[ $(id -u) -eq 0 ]]; then
 	cache=${CELL_VMLAB_CACHE:-/var/cache/cell-vmlab}
@@ -87,6 +89,7 @@ while [[ $# -gt 0 ]]; do
 	esac
 done
 [[ $time_box =~ ^[0-9]+$ && $time_box -gt 0 ]] || die "VMLAB_TIMEOUT must be a number of seconds, got '$time_box'"
+[[ $build_time_box =~ ^[0-9]+$ && $build_time_box -gt 0 ]] || die "VMLAB_BUILD_TIMEOUT must be a number of seconds, got '$build_time_box'"
 
 # ---------------------------------------------------------------- host needs
 need_host_packages() {
@@ -216,7 +219,10 @@ build_image() {
     sudo CELL_VMLAB_CACHE='$cache' bash test/vmlab/run.sh --cmd true"
 	fi
 	say "building the VM image $(basename "$dir") ($suite from $mirror, kernel $kernel_pkg)"
-	bash "$here/image.sh" "$dir" "$mirror" "$suite" "$kernel_pkg" "$here/packages.txt"
+	local rc=0
+	timeout -k 30 "$build_time_box" bash "$here/image.sh" "$dir" "$mirror" "$suite" "$kernel_pkg" "$here/packages.txt" || rc=$?
+	[[ $rc -ne 124 ]] || die "building the image exceeded its time box of ${build_time_box}s (VMLAB_BUILD_TIMEOUT)"
+	[[ $rc -eq 0 ]] || die "building the image failed (status $rc)"
 	# Older images are no use any more: keep the cache to one image.
 	local old
 	for old in "$cache"/image-*; do
