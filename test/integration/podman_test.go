@@ -408,7 +408,13 @@ func TestPodmanExampleApp(t *testing.T) {
 	requirePodman(t)
 	bin := binDir(t)
 	base := isolatedRuntime(t)
-	tmpl, err := os.ReadFile("../../examples/allowlist.toml.in")
+	tmplPath := "../../examples/allowlist.toml.in"
+	if extra := os.Getenv("CELL_VMLAB_EXTRA"); extra != "" {
+		// In the VM lab there is no source tree: the template comes on
+		// the test disk beside bin/.
+		tmplPath = filepath.Join(extra, "allowlist.toml.in")
+	}
+	tmpl, err := os.ReadFile(tmplPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,3 +155,28 @@ func TestPodmanVMNoNetwork(t *testing.T) {
 		t.Errorf("the podman cell reached the host's loopback %s: it has a network", ln.Addr())
 	}
 }
+
+// TestPodmanVMUserSocket: with the user's socket-activated podman.socket
+// running, the root uses it instead of a service of its own.
+func TestPodmanVMUserSocket(t *testing.T) {
+	requireEnforcingPodman(t)
+	rt := os.Getenv("XDG_RUNTIME_DIR")
+	if rt == "" {
+		t.Fatal("XDG_RUNTIME_DIR is unset: the lab runs the tests in the user's systemd session")
+	}
+	if out, err := exec.Command("systemctl", "--user", "start", "podman.socket").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl --user start podman.socket: %v\n%s", err, out)
+	}
+	// The session lives in the user's real runtime dir, where the socket is.
+	base := filepath.Join(rt, "cell")
+	s, log := startSessionIn(t, podmanVMAllowlist)
+	if got := call(t, s, "bystander", "pid", ""); got == "" {
+		t.Fatal("bystander did not answer")
+	}
+	if !strings.Contains(log.String(), `"own":false`) || !strings.Contains(log.String(), filepath.Join(rt, "podman", "podman.sock")) {
+		t.Errorf("the root did not use the user's podman.socket:\n%s", log.String())
+	}
+	s.Close()
+	requireGone(t, base, s.ID())
+	requireNoContainers(t, s.ID())
+}
