@@ -31,6 +31,8 @@ var (
 	ErrInvalidSpec = errors.New("podman: invalid spec")
 	// ErrClosed: the backend was closed.
 	ErrClosed = errors.New("podman: backend closed")
+	// ErrRoot: the backend runs rootless containers, and we are root.
+	ErrRoot = errors.New("podman: the podman backend runs rootless containers only")
 )
 
 // Options configure Open. Every field has a usable zero value except Base.
@@ -91,7 +93,7 @@ var _ interface {
 
 // Open finds the user's Podman service or starts one of its own, and checks
 // it answers. The caller must Close the backend, which stops such a service.
-// An error wraps ErrNotFound or ErrNoService and says why.
+// An error wraps ErrRoot, ErrNotFound or ErrNoService and says why.
 func Open(ctx context.Context, opts Options) (b *Backend, err error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -104,6 +106,11 @@ func Open(ctx context.Context, opts Options) (b *Backend, err error) {
 	}
 	if opts.UserSocket == "" && os.Getenv("XDG_RUNTIME_DIR") != "" {
 		opts.UserSocket = filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "podman", "podman.sock")
+	}
+	if os.Geteuid() == 0 {
+		// Root's Podman is rootful: keep-id means nothing there, and a
+		// cell must never run as root on the host's behalf.
+		return nil, fmt.Errorf("%w: cellroot runs as root; run it as the user", ErrRoot)
 	}
 	bin := opts.Podman
 	if bin == "" {
