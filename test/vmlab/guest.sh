@@ -72,7 +72,13 @@ tests)
 		work=$(as_user mktemp -d "/home/$user/$name.XXXXXX")
 		echo "=== vmlab: $name (uptime $(uptime_s)s)"
 		log=$(mktemp)
-		(cd "$work" && as_user "$bin" -test.v -test.timeout="$timeout" "${args[@]}") 2>&1 | tee "$log"
+		# A package that also holds host tests runs only its VM tests,
+		# unless the caller chose the tests (--run).
+		filter=()
+		if [[ -s ${bin%.test}.run ]] && ! printf '%s\n' "${args[@]}" | grep -q '^-test\.run'; then
+			filter=("-test.run=$(cat "${bin%.test}.run")")
+		fi
+		(cd "$work" && as_user "$bin" -test.v -test.timeout="$timeout" "${filter[@]}" "${args[@]}") 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		p=$(grep -c '^--- PASS' "$log")
 		f=$(grep -c '^--- FAIL' "$log")

@@ -24,14 +24,16 @@ options:
   --cmd 'CMD'    instead of the tests, run the shell command CMD in the VM as
                  the user (test binaries are still on the disk under
                  $CELL_VMLAB_DISK/bin) and show its output and status
-  --clean        remove the whole cache folder first (forces an image build)
+  --clean        empty the cache folder first (forces an image build)
   --rebuild      rebuild the image even if the cache has it
   -h, --help     this text
 
 environment:
   VMLAB_PACKAGES   Go package paths (space-separated, no ... patterns) to
                    compile and run (default: every package under
-                   test/integration whose test files carry the vmlab tag)
+                   test/integration with test files that carry the vmlab
+                   tag; of a package that also has host tests, only the
+                   tests in its vmlab files run)
   VMLAB_EXTRA      a folder copied onto the test disk as extra/ (the tests
                    see it as $CELL_VMLAB_EXTRA), e.g. static cell binaries
   CELL_VMLAB_CACHE the cache folder (default /var/cache/cell-vmlab as root,
@@ -238,12 +240,32 @@ vmlab_packages() {
 		printf '%s\n' $VMLAB_PACKAGES
 		return
 	fi
-	(cd "$repo" && grep -rlE --include='*_test.go' '^//go:build .*\bvmlab\b' test/integration 2>/dev/null |
+	(cd "$repo" && grep -rlE --include='*_test.go' "$vmlab_constraint" test/integration 2>/dev/null |
 		xargs -r -n1 dirname | sort -u | sed 's|^|./|')
 }
 
+# A build constraint line that asks for the vmlab tag (not !vmlab).
+vmlab_constraint='^//go:build(.*[ (])?vmlab([ )]|$)'
+
+# vm_only_run PKG prints a -test.run pattern naming the tests of PKG's
+# vmlab-tagged files when PKG also has test files without the tag: those
+# are host tests, which are not run in the VM.
+vm_only_run() {
+	local dir=$repo/${1#./} f host=0 names
+	local -a tagged=()
+	for f in "$dir"/*_test.go; do
+		[[ -e $f ]] || continue
+		if grep -qE "$vmlab_constraint" "$f"; then tagged+=("$f"); else host=1; fi
+	done
+	[[ $host -eq 1 && ${#tagged[@]} -gt 0 ]] || return 0
+	names=$(grep -hoE '^func Test[A-Za-z0-9_]*\(' "${tagged[@]}" | sed -E 's/^func (Test[A-Za-z0-9_]*)\(/\1/' |
+		grep -vx TestMain | sort -u | paste -sd'|' -)
+	[[ -n $names ]] && printf '^(%s)$' "$names"
+	return 0
+}
+
 build_test_disk() {
-	local disk=$1 root=$tmp/disk pkg name n=0
+	local disk=$1 root=$tmp/disk pkg name filter n=0
 	mkdir -p "$root/bin"
 	local -a pkgs
 	mapfile -t pkgs < <(vmlab_packages)
@@ -258,6 +280,11 @@ build_test_disk() {
 			die "compiling $pkg failed"
 		if [[ -e $root/bin/$name.test ]]; then
 			n=$((n + 1))
+			filter=$(vm_only_run "$pkg")
+			if [[ -n $filter ]]; then
+				say "$pkg also has host tests: in the VM only its vmlab-tagged ones run, $filter (unless --run)"
+				printf '%s\n' "$filter" >"$root/bin/$name.run"
+			fi
 		else
 			say "warning: $pkg has no test files for the vmlab tag; nothing to run from it"
 		fi
@@ -353,13 +380,15 @@ if [[ -z $mirror ]]; then
 	mirror=$(host_mirror) || die "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/ (set VMLAB_MIRROR)"
 fi
 
-if [[ $clean -eq 1 && -d $cache ]]; then
-	say "removing the cache $cache"
-	rm -rf "$cache"
-fi
+# The cache lock: exclusive to clean or build, shared while a VM runs from
+# the image (so runs may overlap, but nobody removes an image in use).
 mkdir -p "$cache"
 exec 9>"$cache/lock"
-flock -w 3600 9 || die "another run holds $cache/lock"
+flock -x -w 3600 9 || die "timed out waiting for the cache lock $cache/lock"
+if [[ $clean -eq 1 ]]; then
+	say "clearing the cache $cache"
+	find "$cache" -mindepth 1 -maxdepth 1 ! -name lock -exec rm -rf {} +
+fi
 
 key=$(image_key)
 image=$cache/image-$key
@@ -376,6 +405,7 @@ else
 	say "image $key from the cache ($image)"
 fi
 t_image=$(($(now) - t0))
+flock -s 9
 sed 's/^/vmlab: image /' "$image/info"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cell-vmlab.XXXXXX")
