@@ -3,8 +3,8 @@
 # rootless Podman) under QEMU and runs the project's vmlab-tagged
 # integration test binaries in it as an unprivileged lingering user with a
 # systemd user session. Fails when a test fails, when the VM does not boot
-# or report, or when the run exceeds its time box. See usage() and
-# test/vmlab/README section in the project README.
+# or report, or when the run exceeds its time box. See usage() below and
+# the README's section on the integration lab.
 set -euo pipefail
 # All of it in one block, parsed before any of it runs: editing this file
 # during a run cannot change the run.
