@@ -267,11 +267,15 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
+	// The log beside the root, not in Podman's container dir: it must
+	// outlive the container's automatic removal (see Instance.copyLogs).
+	s.LogConfiguration.Path = root + ".log"
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	created, err := containers.CreateWithSpec(cctx, s, nil)
 	if err != nil {
 		os.RemoveAll(root)
+		os.Remove(root + ".log")
 		return nil, fmt.Errorf("launch %q: create container: %w", spec.Key, err)
 	}
 	in := newInstance(b, created.ID, s.Name, root, spec.Output)

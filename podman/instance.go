@@ -1,6 +1,7 @@
 package podman
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,12 +23,14 @@ const removeTimeout = 30 * time.Second
 
 // Instance is one cell's container.
 type Instance struct {
-	b      *Backend
-	id     string
-	name   string
-	root   string
-	output io.Writer
-	done   chan struct{}
+	b    *Backend
+	id   string
+	name string
+	root string
+	// logPath is the container's log file, beside its root.
+	logPath string
+	output  io.Writer
+	done    chan struct{}
 
 	// mu guards status.
 	mu     sync.Mutex
@@ -35,7 +38,7 @@ type Instance struct {
 }
 
 func newInstance(b *Backend, id, name, root string, out io.Writer) *Instance {
-	return &Instance{b: b, id: id, name: name, root: root, output: out, done: make(chan struct{})}
+	return &Instance{b: b, id: id, name: name, root: root, logPath: root + ".log", output: out, done: make(chan struct{})}
 }
 
 // ID is the container's name (cell-<session>-<key>), which ps and the audit
@@ -109,6 +112,7 @@ func (in *Instance) watch() {
 	defer in.b.wg.Done()
 	defer in.b.forget(in)
 	defer close(in.done)
+	defer os.Remove(in.logPath)
 	defer os.RemoveAll(in.root)
 
 	status := "unknown"
@@ -152,49 +156,80 @@ func (in *Instance) watch() {
 	in.mu.Unlock()
 }
 
-// copyLogs follows the container's output into the instance's writer,
-// until the container exits or the backend closes.
+// copyLogs copies the cell's output into the instance's writer. Conmon
+// writes it to the container's log file (k8s-file format) in the private
+// dir, which outlives the container's removal; the file is followed until
+// the container is gone and then read to its end, so that the last words
+// of a cell that exits at once are not lost with the container.
 func (in *Instance) copyLogs() {
 	defer in.b.wg.Done()
 	if in.output == nil {
 		return
 	}
-	ctx, cancel := in.b.callCtx(in.b.life)
-	defer cancel()
-	// The stream ends when the cell is gone, but a service that keeps it
-	// open must not keep this goroutine: done cancels it too.
-	go func() {
-		select {
-		case <-in.done:
-			// Give the last lines a moment to arrive.
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
-			cancel()
-		case <-ctx.Done():
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
 		}
 	}()
-	lines := make(chan string, 64)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- containers.Logs(ctx, in.id, new(containers.LogOptions).WithFollow(true).WithStdout(true).WithStderr(true), lines, lines)
-	}()
-	for {
-		select {
-		case l := <-lines:
-			io.WriteString(in.output, l+"\n")
-		case <-errc:
-			for {
-				select {
-				case l := <-lines:
-					io.WriteString(in.output, l+"\n")
-				default:
-					return
-				}
+	var pending, partial []byte
+	buf := make([]byte, 32<<10)
+	drain := func() {
+		if f == nil {
+			var err error
+			if f, err = os.Open(in.logPath); err != nil {
+				return
 			}
+		}
+		for {
+			n, err := f.Read(buf)
+			pending = append(pending, buf[:n]...)
+			if n == 0 || err != nil {
+				break
+			}
+		}
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				return
+			}
+			partial = in.writeLogLine(pending[:i], partial)
+			pending = pending[i+1:]
 		}
 	}
+	for {
+		select {
+		case <-in.done:
+			drain()
+			return
+		case <-in.b.life.Done():
+			drain()
+			return
+		case <-tick.C:
+			drain()
+		}
+	}
+}
+
+// writeLogLine writes one k8s-file line ("TIME STREAM F|P TEXT") and returns
+// the partial line carried to the next one.
+func (in *Instance) writeLogLine(line, partial []byte) []byte {
+	f := bytes.SplitN(line, []byte(" "), 4)
+	if len(f) < 3 {
+		return partial
+	}
+	var text []byte
+	if len(f) == 4 {
+		text = f[3]
+	}
+	partial = append(partial, text...)
+	if string(f[2]) == "P" {
+		return partial
+	}
+	in.output.Write(append(partial, '\n'))
+	return partial[:0]
 }
 
 // discard removes a container that never became an instance.
@@ -207,6 +242,7 @@ func (in *Instance) discard() {
 		in.b.opts.Log.Warn("remove failed container", zap.String("container", in.name), zap.Error(err))
 	}
 	os.RemoveAll(in.root)
+	os.Remove(in.logPath)
 }
 
 // isNotFound reports whether err is the service's "no such container".
