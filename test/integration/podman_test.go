@@ -50,6 +50,11 @@ accept_unenforced_limits = true
 [cell.trusted]
 exec = "@BIN@/testcell"
 backend = "process"
+
+[cell.talker]
+exec = "@BIN@/testcell"
+backend = "podman"
+args = ["-no-such-flag"]
 `
 
 // requirePodman fails (never skips) when Podman is missing: these tests
@@ -438,4 +443,25 @@ func TestPodmanExampleApp(t *testing.T) {
 	waitFor(t, "the app's containers are gone", func() bool { return len(podmanContainers(t, "cell.base="+base)) == 0 })
 	requireNoCleanups(t)
 	requireEmptyRuntime(t, base)
+}
+
+// TestPodmanCellOutputReachesTheRootLog: what a cell prints goes to the
+// root's log with its key, even when the cell exits at once (its container
+// is removed as it exits).
+func TestPodmanCellOutputReachesTheRootLog(t *testing.T) {
+	requirePodman(t)
+	s, log := startSession(t, podmanAllowlist)
+	if _, err := s.Grow(testCtx(t), "talker"); err == nil {
+		t.Fatal("a cell that exits on a bad flag became ready")
+	}
+	waitFor(t, "the cell's complaint is in the root's log", func() bool {
+		for _, line := range strings.Split(log.String(), "\n") {
+			if strings.Contains(line, "[talker]") && strings.Contains(line, "no-such-flag") {
+				return true
+			}
+		}
+		return false
+	})
+	s.Close()
+	requireNoContainers(t, s.ID())
 }
