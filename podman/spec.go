@@ -116,9 +116,10 @@ func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error)
 	s.UtsNS = specgen.Namespace{NSMode: specgen.Private}
 	s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
 	if spec.Network {
-		// The user's rootless network (slirp4netns or pasta), as a
-		// rootless `podman run` gets by default.
-		s.NetNS = specgen.Namespace{NSMode: specgen.Slirp}
+		// Podman's default for a rootless container: the user's rootless
+		// network as containers.conf configures it (slirp4netns on Podman
+		// 4, pasta on 5).
+		s.NetNS = specgen.Namespace{}
 	}
 	// The files an image would provide: our root has none, and nothing of
 	// the host's resolver setup belongs in a cell without network.
