@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/cellproject/cell/scope"
 )
 
 const usage = `cellroot: the per-user session root of Cell.
@@ -44,6 +46,13 @@ Run "cellroot COMMAND --help" for a command's flags.
 `
 
 func main() {
+	// The scope backend's gate: not a command for people, so it is not in
+	// the usage; it must exec bubblewrap with nothing else in between.
+	if len(os.Args) > 2 && os.Args[1] == scope.GateCommand && os.Args[2] == "--" {
+		err := scope.RunGate(os.Args[3:])
+		fmt.Fprintln(os.Stderr, "cellroot:", err)
+		os.Exit(126)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
