@@ -21,6 +21,10 @@ type Options struct {
 	// podman backend); nil means the caller wired no podman backend. Its
 	// error is the reason podman is unavailable.
 	Podman func(ctx context.Context) error
+	// Scope checks that the user's systemd manager answers (it opens the
+	// scope backend); nil means the caller wired no scope backend. Scopes
+	// run bubblewrap, so they need it too.
+	Scope func(ctx context.Context) error
 }
 
 // Report is what Detect found.
@@ -36,9 +40,9 @@ type Report struct {
 func Detect(ctx context.Context, opts Options) Report {
 	r := Report{Capabilities: map[cellspec.Backend]policy.Capability{
 		cellspec.Process: {Available: true, Reason: "no sandbox and no cgroup limits: only for cells the allowlist trusts"},
-		cellspec.Scope:   {Reason: "the systemd scope backend is not part of this build yet"},
 	}}
 	r.Capabilities[cellspec.Podman] = detectPodman(ctx, opts.Podman)
+	r.Capabilities[cellspec.Scope] = policy.Capability{Reason: "needs bubblewrap, which is unavailable"}
 	name := opts.Bwrap
 	if name == "" {
 		name = "bwrap"
@@ -55,7 +59,21 @@ func Detect(ctx context.Context, opts Options) Report {
 	r.BwrapPath = path
 	r.Capabilities[cellspec.Bwrap] = policy.Capability{Available: true,
 		Reason: "namespaces only: bubblewrap alone cannot enforce memory, CPU or pids limits"}
+	r.Capabilities[cellspec.Scope] = detectScope(ctx, opts.Scope)
 	return r
+}
+
+// detectScope: available when the user's manager answers; limits enforced
+// only where the user's cgroup has the controllers delegated.
+func detectScope(ctx context.Context, probe func(context.Context) error) policy.Capability {
+	if probe == nil {
+		return policy.Capability{Reason: "no scope backend is wired into this command"}
+	}
+	if err := probe(ctx); err != nil {
+		return policy.Capability{Reason: err.Error()}
+	}
+	enforces, why := RootlessLimits()
+	return policy.Capability{Available: true, EnforcesLimits: enforces, Reason: "systemd user scopes: " + why}
 }
 
 // detectPodman: available when the probe reaches the service; limits

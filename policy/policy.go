@@ -201,15 +201,26 @@ func resolveBackend(want cellspec.Backend, caps map[cellspec.Backend]Capability)
 		}
 		return want, c, ""
 	}
+	b, why := AutoChoice(caps)
+	if b == cellspec.Auto {
+		return b, Capability{}, why
+	}
+	return b, caps[b], ""
+}
+
+// AutoChoice is the backend "auto" resolves to with these capabilities: the
+// first available of scope, podman and bwrap (never process). When none is,
+// it returns Auto and why each is unavailable.
+func AutoChoice(caps map[cellspec.Backend]Capability) (cellspec.Backend, string) {
 	var whys []string
 	for _, b := range autoOrder {
 		c := caps[b]
 		if c.Available {
-			return b, c, ""
+			return b, ""
 		}
 		whys = append(whys, fmt.Sprintf("%s: %s", b, orUnknown(c.Reason)))
 	}
-	return cellspec.Auto, Capability{}, "no sandboxing backend is available (" + strings.Join(whys, "; ") + ")"
+	return cellspec.Auto, "no sandboxing backend is available (" + strings.Join(whys, "; ") + ")"
 }
 
 func orUnknown(reason string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
@@ -40,11 +41,28 @@ var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
 } = (*Backend)(nil)
 
-// New connects to the user's systemd manager over the session bus.
+// ErrNoUserManager is wrapped when the user's systemd manager cannot be
+// reached over the session bus.
+var ErrNoUserManager = errors.New("scope: no systemd user manager on the session bus")
+
+// New connects to the user's systemd manager over the session bus and
+// checks that it answers.
 func New(ctx context.Context, opts Options) (*Backend, error) {
+	// Without either, the D-Bus library would try to autolaunch a bus of
+	// its own, which is never the user's manager.
+	if os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
+		bus := filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "bus")
+		if st, err := os.Stat(bus); os.Getenv("XDG_RUNTIME_DIR") == "" || err != nil || st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%w: DBUS_SESSION_BUS_ADDRESS is unset and there is no $XDG_RUNTIME_DIR/bus (is this a systemd login session?)", ErrNoUserManager)
+		}
+	}
 	conn, err := sdbus.NewUserConnectionContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the user's systemd manager: %w", err)
+		return nil, fmt.Errorf("%w: %v (a login session sets XDG_RUNTIME_DIR and DBUS_SESSION_BUS_ADDRESS)", ErrNoUserManager, err)
+	}
+	if _, err := conn.GetManagerProperty("Version"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrNoUserManager, err)
 	}
 	return &Backend{opts: opts, conn: conn, procs: process.New()}, nil
 }

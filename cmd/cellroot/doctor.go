@@ -15,7 +15,9 @@ import (
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/hostcap"
 	"github.com/cellproject/cell/podman"
+	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/scope"
 )
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -86,7 +88,15 @@ Flags:
 		defer cancel()
 		return b.Close(cctx)
 	}
-	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin, Podman: podProbe})
+	scopeProbe := func(ctx context.Context) error {
+		sc, err := scope.New(ctx, scope.Options{})
+		if err != nil {
+			return err
+		}
+		sc.Close()
+		return nil
+	}
+	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin, Podman: podProbe, Scope: scopeProbe})
 	backends := make([]string, 0, len(caps.Capabilities))
 	for b := range caps.Capabilities {
 		backends = append(backends, string(b))
@@ -110,6 +120,11 @@ Flags:
 				fmt.Fprintln(stdout, "               a podman cell with limits is denied unless its entry says accept_unenforced_limits = true")
 			}
 		}
+	}
+	if b, why := policy.AutoChoice(caps.Capabilities); b != cellspec.Auto {
+		fmt.Fprintf(stdout, "backend auto     runs cells on %s (the strongest available: scope, then podman, then bwrap)\n", b)
+	} else {
+		fmt.Fprintf(stdout, "backend auto     %s\n", why)
 	}
 	if !sandboxed {
 		fmt.Fprintln(stdout, "PROBLEM: no sandboxing backend is available; only cells the allowlist runs as \"process\" can start")

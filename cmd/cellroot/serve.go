@@ -23,6 +23,7 @@ import (
 	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/process"
 	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/scope"
 	"github.com/cellproject/cell/supervisor"
 )
 
@@ -124,7 +125,19 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 			return err
 		}
 	}
+	var sc *scope.Backend
+	hopts.Scope = func(ctx context.Context) error {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find cellroot for the scope gate: %w", err)
+		}
+		sc, err = scope.New(ctx, scope.Options{Gate: self, Bwrap: bwrapOrDefault(o.bwrap)})
+		return err
+	}
 	caps := hostcap.Detect(ctx, hopts)
+	if sc != nil {
+		defer sc.Close()
+	}
 	if hopts.Podman == nil {
 		caps.Capabilities[cellspec.Podman] = policy.Capability{Reason: "not probed: no cell of the allowlist may run on podman"}
 	}
@@ -151,9 +164,15 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	if pod != nil {
 		cfg.Backends[cellspec.Podman] = supervisor.Adapt(pod)
 	}
-	for b, c := range caps.Capabilities {
-		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available), zap.String("note", c.Reason))
+	if sc != nil && caps.Capabilities[cellspec.Scope].Available {
+		cfg.Backends[cellspec.Scope] = supervisor.Adapt(sc)
 	}
+	for b, c := range caps.Capabilities {
+		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
+			zap.Bool("enforces_limits", c.EnforcesLimits), zap.String("note", c.Reason))
+	}
+	auto, why := policy.AutoChoice(caps.Capabilities)
+	log.Info("auto backend", zap.String("backend", string(auto)), zap.String("note", why))
 
 	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
 	if j, err := audit.NewJournal(func(err error) { log.Warn("journal", zap.Error(err)) }); err == nil {
@@ -172,6 +191,15 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 		return err
 	}
 	return s.Serve(ctx, owner)
+}
+
+// bwrapOrDefault is the bubblewrap binary the gate execs: as given, or
+// found on PATH by the gate itself.
+func bwrapOrDefault(path string) string {
+	if path == "" {
+		return "bwrap"
+	}
+	return path
 }
 
 // mayUsePodman reports whether a cell of al could run on podman: only then
