@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -32,6 +33,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	fd := fl.Int("umbilical-fd", -1, "inherited file descriptor of the owner's connected umbilical socket (what the SDK passes)")
 	listen := fl.String("listen", "", "accept the owner's umbilical as the first connection on this socket path instead")
+	activated := fl.Bool("systemd-activation", false, "take the owner's umbilical from systemd socket activation (one connection, Accept=yes; see deploy/systemd)")
 	alPath := fl.String("allowlist", "", "allowlist file (default $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml)")
 	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
 	podmanBin := fl.String("podman", "", "podman binary, for a Podman service of the root's own (default podman on PATH)")
@@ -40,7 +42,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	logFormat := fl.String("log-format", "console", "log format on stderr: console or json")
 	cellOutput := fl.Bool("cell-output", true, "copy the cells' stdout and stderr to stderr, prefixed with the cell's name")
 	fl.Usage = func() {
-		fmt.Fprint(stderr, `Usage: cellroot serve (--umbilical-fd N | --listen PATH) [flags]
+		fmt.Fprint(stderr, `Usage: cellroot serve (--umbilical-fd N | --listen PATH | --systemd-activation) [flags]
 
 Runs one session root. It ends, after stopping every cell and removing the
 session dir, when the owner's umbilical connection closes or on SIGTERM/SIGINT.
@@ -56,8 +58,14 @@ Flags:
 		}
 		return 2
 	}
-	if fl.NArg() != 0 || (*fd < 0) == (*listen == "") {
-		fmt.Fprintln(stderr, "cellroot serve: exactly one of --umbilical-fd or --listen is required")
+	sources := 0
+	for _, set := range []bool{*fd >= 0, *listen != "", *activated} {
+		if set {
+			sources++
+		}
+	}
+	if fl.NArg() != 0 || sources != 1 {
+		fmt.Fprintln(stderr, "cellroot serve: exactly one of --umbilical-fd, --listen or --systemd-activation is required")
 		fl.Usage()
 		return 2
 	}
@@ -67,7 +75,7 @@ Flags:
 		return 2
 	}
 	defer log.Sync()
-	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, allowlist: *alPath, bwrap: *bwrapBin, podman: *podmanBin,
+	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, activated: *activated, allowlist: *alPath, bwrap: *bwrapBin, podman: *podmanBin,
 		readyTimeout: *readyTimeout, stopGrace: *stopGrace, cellOutput: *cellOutput, stderr: stderr}); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		return 1
@@ -78,6 +86,7 @@ Flags:
 type serveOptions struct {
 	fd                      int
 	listen                  string
+	activated               bool
 	allowlist, bwrap        string
 	podman                  string
 	readyTimeout, stopGrace time.Duration
@@ -88,7 +97,7 @@ type serveOptions struct {
 func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	// Take the owner's connection first: if anything below fails, closing it
 	// tells the owner at once.
-	owner, err := ownerConn(ctx, o.fd, o.listen)
+	owner, err := ownerConn(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -239,26 +248,28 @@ func sessionLive(base string) func(string) bool {
 	}
 }
 
-// ownerConn returns the owner's umbilical: the inherited descriptor, or the
-// first connection accepted on the listen path.
-func ownerConn(ctx context.Context, fd int, listen string) (net.Conn, error) {
-	if fd >= 0 {
-		f := os.NewFile(uintptr(fd), "umbilical")
+// ownerConn returns the owner's umbilical: the inherited descriptor, the
+// connection systemd accepted for this instance, or the first connection
+// accepted on the listen path.
+func ownerConn(ctx context.Context, o serveOptions) (net.Conn, error) {
+	switch {
+	case o.activated:
+		files := activation.Files(true)
+		if len(files) != 1 {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("socket activation passed %d descriptors; the socket unit must use Accept=yes and pass exactly the accepted connection", len(files))
+		}
+		return fileConn(files[0], "activation")
+	case o.fd >= 0:
+		f := os.NewFile(uintptr(o.fd), "umbilical")
 		if f == nil {
-			return nil, fmt.Errorf("umbilical fd %d is not open", fd)
+			return nil, fmt.Errorf("umbilical fd %d is not open", o.fd)
 		}
-		defer f.Close()
-		conn, err := net.FileConn(f)
-		if err != nil {
-			return nil, fmt.Errorf("umbilical fd %d: %w", fd, err)
-		}
-		if _, ok := conn.(*net.UnixConn); !ok {
-			conn.Close()
-			return nil, fmt.Errorf("umbilical fd %d is not a unix socket", fd)
-		}
-		return conn, nil
+		return fileConn(f, fmt.Sprintf("fd %d", o.fd))
 	}
-	ln, err := net.Listen("unix", listen)
+	ln, err := net.Listen("unix", o.listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen for the owner: %w", err)
 	}
@@ -267,7 +278,22 @@ func ownerConn(ctx context.Context, fd int, listen string) (net.Conn, error) {
 	defer stop()
 	conn, err := ln.Accept()
 	if err != nil {
-		return nil, fmt.Errorf("accept the owner on %s: %w", listen, err)
+		return nil, fmt.Errorf("accept the owner on %s: %w", o.listen, err)
+	}
+	return conn, nil
+}
+
+// fileConn turns an inherited descriptor into the owner's connection; it
+// must be a connected unix socket.
+func fileConn(f *os.File, what string) (net.Conn, error) {
+	defer f.Close()
+	conn, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("umbilical %s: %w", what, err)
+	}
+	if _, ok := conn.(*net.UnixConn); !ok {
+		conn.Close()
+		return nil, fmt.Errorf("umbilical %s is not a unix socket", what)
 	}
 	return conn, nil
 }
