@@ -8,7 +8,7 @@ GO_TAGS ?= remote,containers_image_openpgp,exclude_graphdriver_btrfs,exclude_gra
 export GO_TAGS
 export GOFLAGS := $(filter-out -tags=%,$(shell $(GO) env GOFLAGS)) -tags=$(GO_TAGS)
 
-.PHONY: all build deps test demo bench fuzz integration-vm vet clean
+.PHONY: all build deps test demo bench fuzz integration-vm install-user uninstall-user vet clean
 
 all: build
 
@@ -44,9 +44,30 @@ fuzz:
 	CELL_FUZZTIME=$(FUZZTIME) CELL_TEST_RUN='^$$' bash test/run-tests.sh
 
 # The full proof in a Debian 13 VM with systemd, cgroup v2 and rootless
-# Podman (see the README); needs root for the first image build.
+# Podman (see the README); needs root for the first image build. The VM
+# tests find cellroot, the test cell, the example cells and the systemd
+# units on the lab's extra disk.
+VMLAB_EXTRA ?= $(BIN)/vmlab-extra
 integration-vm:
-	bash test/vmlab/run.sh
+	rm -rf $(VMLAB_EXTRA) && mkdir -p $(VMLAB_EXTRA)/bin $(VMLAB_EXTRA)/deploy
+	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./examples/... ./test/integration/cells/...
+	cp deploy/systemd/cellroot.socket deploy/systemd/cellroot@.service $(VMLAB_EXTRA)/deploy/
+	cp examples/allowlist.toml.in $(VMLAB_EXTRA)/
+	VMLAB_EXTRA=$(abspath $(VMLAB_EXTRA)) bash test/vmlab/run.sh
+
+# Installs cellroot for this user with the socket-activated session root
+# (deploy/systemd); undo with `make uninstall-user`.
+install-user: build
+	install -D -m 0755 $(BIN)/cellroot $(HOME)/.local/bin/cellroot
+	install -D -m 0644 deploy/systemd/cellroot.socket $(HOME)/.config/systemd/user/cellroot.socket
+	install -D -m 0644 deploy/systemd/cellroot@.service $(HOME)/.config/systemd/user/cellroot@.service
+	systemctl --user daemon-reload
+	systemctl --user enable --now cellroot.socket
+
+uninstall-user:
+	-systemctl --user disable --now cellroot.socket
+	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot
+	-systemctl --user daemon-reload
 
 clean:
 	rm -rf $(BIN)
