@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"syscall"
 )
 
@@ -29,9 +29,9 @@ func RunGate(argv []string) error {
 		return fmt.Errorf("scope gate: the root did not open the gate: %w", err)
 	}
 	gate.Close()
-	path, err := exec.LookPath(argv[0])
-	if err != nil {
-		return fmt.Errorf("scope gate: %w", err)
+	// The cell's environment has no PATH: the root passes absolute paths.
+	if !filepath.IsAbs(argv[0]) {
+		return fmt.Errorf("scope gate: %q is not an absolute path", argv[0])
 	}
-	return syscall.Exec(path, argv, os.Environ())
+	return syscall.Exec(argv[0], argv, os.Environ())
 }

@@ -22,7 +22,7 @@ var ErrJobFailed = errors.New("scope: systemd job failed")
 type Options struct {
 	// Gate is the cellroot binary that runs RunGate as GateCommand.
 	Gate string
-	// Bwrap is the bubblewrap binary.
+	// Bwrap is the absolute path of the bubblewrap binary.
 	Bwrap string
 }
 

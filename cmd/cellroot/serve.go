@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -140,7 +141,12 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 		if err != nil {
 			return fmt.Errorf("find cellroot for the scope gate: %w", err)
 		}
-		sc, err = scope.New(ctx, scope.Options{Gate: self, Bwrap: bwrapOrDefault(o.bwrap)})
+		// The gate runs with the cell's environment, which has no PATH.
+		bw, err := exec.LookPath(bwrapOrDefault(o.bwrap))
+		if err != nil {
+			return fmt.Errorf("scopes run bubblewrap: %w", err)
+		}
+		sc, err = scope.New(ctx, scope.Options{Gate: self, Bwrap: bw})
 		return err
 	}
 	caps := hostcap.Detect(ctx, hopts)
@@ -202,8 +208,7 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	return s.Serve(ctx, owner)
 }
 
-// bwrapOrDefault is the bubblewrap binary the gate execs: as given, or
-// found on PATH by the gate itself.
+// bwrapOrDefault is the bubblewrap binary to look up: as given, or bwrap.
 func bwrapOrDefault(path string) string {
 	if path == "" {
 		return "bwrap"
