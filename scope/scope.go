@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync/atomic"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
@@ -156,4 +158,60 @@ func (b *Backend) EndSession(ctx context.Context, session string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop %s: %w", slice, ctx.Err())
 	}
+}
+
+// CollectDead stops the slices of sessions that are no longer alive: a root
+// that was killed could not stop its own, and an empty slice stays loaded.
+// Only slices named like ours (cell-<16 hex>.slice), of sessions live says
+// are dead, and holding no process are stopped: a session of another
+// runtime dir looks dead from here, but its slice is populated. It returns
+// the sessions it stopped.
+func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
+	units, err := b.conn.ListUnitsByPatternsContext(ctx, nil, []string{"cell-*.slice"})
+	if err != nil {
+		return nil, fmt.Errorf("list session slices: %w", err)
+	}
+	var stopped []string
+	var errs []error
+	for _, u := range units {
+		id, ok := strings.CutPrefix(strings.TrimSuffix(u.Name, ".slice"), "cell-")
+		if !ok || !sessionIDPattern.MatchString(id) || live(id) || b.populated(ctx, u.Name) {
+			continue
+		}
+		result := make(chan string, 1)
+		if _, err := b.conn.StopUnitContext(ctx, u.Name, "replace", result); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", u.Name, err))
+			continue
+		}
+		select {
+		case <-result:
+		case <-ctx.Done():
+			return stopped, ctx.Err()
+		}
+		stopped = append(stopped, id)
+	}
+	return stopped, errors.Join(errs...)
+}
+
+// sessionIDPattern matches the session ids that SliceName can have made;
+// escape leaves them as they are.
+var sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// populated reports whether the unit's cgroup holds any process; when that
+// cannot be read it says yes, so that nothing live is ever stopped.
+func (b *Backend) populated(ctx context.Context, unit string) bool {
+	p, err := b.conn.GetUnitTypePropertyContext(ctx, unit, "Slice", "ControlGroup")
+	if err != nil {
+		return true
+	}
+	cg, ok := p.Value.Value().(string)
+	if !ok || cg == "" {
+		return true
+	}
+	events, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", cg, "cgroup.events"))
+	if err != nil {
+		// No cgroup at all: nothing can run in it.
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	return !strings.Contains(string(events), "populated 0")
 }

@@ -181,6 +181,9 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	}
 	if sc != nil && caps.Capabilities[cellspec.Scope].Available {
 		cfg.Backends[cellspec.Scope] = supervisor.Adapt(sc)
+		if ids, err := sc.CollectDead(ctx, sessionLive(base)); err != nil || len(ids) > 0 {
+			log.Info("stopped the slices of dead sessions", zap.Strings("sessions", ids), zap.Error(err))
+		}
 	}
 	for b, c := range caps.Capabilities {
 		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
