@@ -343,6 +343,8 @@ func TestApps(t *testing.T) {
 		if _, err := s.Spawn(ctx, "solid"); err == nil {
 			t.Fatal("a tampered binary was started")
 		}
+		// The audit arrives through the SDK's copy of cellroot's stderr.
+		waitFor(t, "the refusal is audited", func() bool { return strings.Contains(log.String(), `"code":"unverified"`) })
 		mustContain(t, "the audit", log.String(), `"code":"unverified"`, "was modified after its build")
 	})
 
