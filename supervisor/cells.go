@@ -71,8 +71,17 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 		Limits: dec.Spec.Limits.String()}
 	if joined {
 		ev.Reason = "already running: " + dec.Reason
+		s.mu.Lock()
+		if entry.inst != nil {
+			ev.ID = entry.inst.ID()
+		}
+		s.mu.Unlock()
 	}
-	s.cfg.Audit.Record(ev)
+	// A new instance's allow is recorded by launch, once the backend has
+	// named it (pid, container or unit), so that the record carries its id.
+	if joined || !dec.Allow || err != nil {
+		s.cfg.Audit.Record(ev)
+	}
 	if !dec.Allow {
 		return errorReply(req.ID, wire.CodeDenied, string(dec.Code), dec.Reason)
 	}
@@ -83,7 +92,7 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.launch(entry, dec.Spec)
+			s.launch(entry, dec.Spec, ev)
 		}()
 	}
 	select {
@@ -194,8 +203,9 @@ func (s *Session) reserveLocked(who peer, dec policy.Decision) (*cellEntry, erro
 	return e, nil
 }
 
-// launch starts the reserved entry and settles its ready channel.
-func (s *Session) launch(e *cellEntry, spec cellspec.Spec) {
+// launch starts the reserved entry, records the decision that allowed it,
+// and settles its ready channel.
+func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event) {
 	spec.Session = s.id
 	spec.SessionDir = s.dir
 	spec.Env = []string{
@@ -215,11 +225,13 @@ func (s *Session) launch(e *cellEntry, spec cellspec.Spec) {
 	inst, err := s.cfg.Backends[spec.Backend].Launch(s.life, spec)
 	if err != nil {
 		s.forget(e)
-		s.cfg.Audit.Record(audit.Event{Kind: audit.KindExit, Session: s.id, Cell: e.name, Key: e.key,
-			Backend: string(spec.Backend), Reason: "launch failed: " + err.Error()})
+		decision.Reason += "; launch failed: " + err.Error()
+		s.cfg.Audit.Record(decision)
 		settle(err)
 		return
 	}
+	decision.ID = inst.ID()
+	s.cfg.Audit.Record(decision)
 	s.mu.Lock()
 	e.inst = inst
 	s.writeRecordLocked()

@@ -3,6 +3,7 @@
 package vm
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -46,10 +47,13 @@ func TestJournalHoldsEveryDecision(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range []string{"MESSAGE_ID", "CELL_SESSION", "CELL_REQUESTER", "CELL_NAME", "CELL_DECISION", "CELL_CODE", "CELL_REASON", "CELL_BACKEND", "CELL_LIMITS"} {
+	for _, f := range []string{"MESSAGE_ID", "CELL_SESSION", "CELL_REQUESTER", "CELL_NAME", "CELL_DECISION", "CELL_CODE", "CELL_REASON", "CELL_BACKEND", "CELL_LIMITS", "CELL_ID"} {
 		if allow[f] == nil {
 			t.Errorf("the allow entry lacks %s: %v", f, allow)
 		}
+	}
+	if id, _ := allow["CELL_ID"].(string); !strings.HasSuffix(id, ".scope") {
+		t.Errorf("the allow entry's CELL_ID %q is not the cell's scope unit", id)
 	}
 	if allow["CELL_NAME"] != "probe" || allow["CELL_BACKEND"] != "scope" {
 		t.Errorf("allow entry %v", allow)
