@@ -164,3 +164,56 @@ func TestExampleApp(t *testing.T) {
 		t.Fatalf("the app's session left %v in %s", names, base)
 	}
 }
+
+// TestAutoFallsBackWithReasons: on a machine without some backend (here:
+// no systemd user manager, so no scope), doctor says why, and an auto cell
+// runs on the strongest backend there is, which the audit names.
+func TestAutoFallsBackWithReasons(t *testing.T) {
+	isolatedRuntime(t)
+	out, err := exec.Command(filepath.Join(binDir(t), "cellroot"), "doctor").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cellroot doctor: %v\n%s", err, out)
+	}
+	lines := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "backend" {
+			lines[f[1]] = line
+		}
+	}
+	for _, b := range []string{"scope", "podman", "bwrap", "process", "auto"} {
+		line, ok := lines[b]
+		if !ok {
+			t.Fatalf("doctor says nothing of backend %s:\n%s", b, out)
+		}
+		if strings.Contains(line, "unavailable") && len(strings.SplitN(line, ": ", 2)) < 2 {
+			t.Errorf("doctor gives no reason for %s", line)
+		}
+	}
+	autoLine := lines["auto"]
+	picked := ""
+	for _, b := range []string{"scope", "podman", "bwrap"} {
+		if strings.Contains(autoLine, "runs cells on "+b) {
+			picked = b
+		}
+	}
+	if picked == "" || strings.Contains(lines[picked], "unavailable") {
+		t.Fatalf("auto picks %q, doctor says: %s / %s", picked, autoLine, lines[picked])
+	}
+
+	s, log := startSessionIn(t, `
+version = 1
+[cell.anywhere]
+exec = "@BIN@/testcell"
+`)
+	if got := call(t, s, "anywhere", "pid", ""); got == "" {
+		t.Fatal("the auto cell did not answer")
+	}
+	waitFor(t, "the audit names the backend auto chose", func() bool {
+		for _, rec := range auditRecords(log.String()) {
+			if rec["event"] == "spawn" && rec["cell"] == "anywhere" && rec["backend"] == picked {
+				return true
+			}
+		}
+		return false
+	})
+}
