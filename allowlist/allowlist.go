@@ -8,6 +8,8 @@ import (
 
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/quota"
+
+	"github.com/cellproject/cell/tomlpos"
 )
 
 // Version is the only schema version this package reads.
@@ -89,33 +91,10 @@ type Cell struct {
 	Line int
 }
 
-// Error is a problem with the contents of an allowlist.
-type Error struct {
-	File string
-	// Line is 1-based; 0 when the problem has no single place, such as a
-	// missing key or a file too large.
-	Line int
-	// Key is the dotted TOML key concerned, "" for the file as a whole.
-	Key string
-	Msg string
-	// Err is the underlying cause when there is one (a TOML syntax error,
-	// cellname.ErrInvalid, quota.ErrInvalid, ErrTooLarge), for errors.Is.
-	Err error
-}
-
-// Error reads "FILE:LINE: key: msg", leaving out what is unknown.
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Key != "" {
-		s += ": " + e.Key
-	}
-	return s + ": " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+// Error is a problem with the contents of an allowlist: file, line, key
+// and, in Err, the cause (a TOML syntax error, cellname.ErrInvalid,
+// quota.ErrInvalid, ErrTooLarge).
+type Error = tomlpos.Error
 
 // Load reads and parses the allowlist at path. When the file does not exist
 // the error matches fs.ErrNotExist; when it exists but is wrong it is an

@@ -53,26 +53,7 @@ type Manifest struct {
 
 // Error is a problem with an app: a Cell.toml's contents (File, Line, Key)
 // or the app as a whole (a cycle, a name used twice), naming the files.
-type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-	Err  error
-}
-
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Key != "" {
-		s += ": " + e.Key
-	}
-	return s + ": " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = tomlpos.Error
 
 // LoadManifest reads the Cell.toml at path.
 func LoadManifest(path string) (*Manifest, *Positions, error) {

@@ -40,26 +40,7 @@ var (
 )
 
 // Error is a problem in a file, with its line when known.
-type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-	Err  error
-}
-
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Key != "" {
-		s += ": " + e.Key
-	}
-	return s + ": " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+type Error = tomlpos.Error
 
 // File is a parsed trust.toml.
 type File struct {
