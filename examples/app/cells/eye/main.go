@@ -1,6 +1,7 @@
 // Command eye is the first cell of the example chain: asked to "see", it
-// grows retina and asks it to sense, and it also tries to grow nose, which
-// the allowlist does not let eye spawn, and reports that denial.
+// grows retina (the root spawns it on eye's request) and asks it to sense,
+// asks memory, which the app started before it, to recall, and tries to grow
+// nose, which the allowlist does not let eye spawn, and reports that denial.
 package main
 
 import (
@@ -33,9 +34,24 @@ func main() {
 			if err != nil {
 				return nil, fmt.Errorf("eye: %w", err)
 			}
-			return []byte(fmt.Sprintf("retina: %s; nose: %s", sensed, tryNose(ctx, s, log))), nil
+			return []byte(fmt.Sprintf("retina: %s; memory: %s; nose: %s", sensed, recall(ctx, s), tryNose(ctx, s, log))), nil
 		})
 	}))
+}
+
+// recall asks memory, found by its socket: eye depends on it, so the app
+// started it first, and eye needs no spawn edge to it.
+func recall(ctx context.Context, s *cell.Session) string {
+	memory, err := s.Connect(ctx, "memory")
+	if err != nil {
+		return fmt.Sprintf("not running (%v)", err)
+	}
+	defer memory.Close()
+	got, err := memory.Call(ctx, "recall", nil)
+	if err != nil {
+		return fmt.Sprintf("failed: %v", err)
+	}
+	return string(got)
 }
 
 // tryNose grows nose, which eye's allowlist entry does not name, to show the
