@@ -23,6 +23,8 @@ import (
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/process"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // The test binary doubles as the test cell: with CELL_TEST_HELPER set it runs
@@ -181,35 +183,7 @@ func cellBinary(t *testing.T) string {
 	return cellPath
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func waitOutput(t *testing.T, out *syncBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in output %q", want, out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func cellSpec(t *testing.T, mode string, out *syncBuffer, extraEnv ...string) cellspec.Spec {
+func cellSpec(t *testing.T, mode string, out *testutil.SyncBuffer, extraEnv ...string) cellspec.Spec {
 	t.Helper()
 	session := t.TempDir()
 	// The root's umbilical socket always exists before a cell launches;
@@ -306,7 +280,7 @@ func runReport(t *testing.T, network bool) (cellspec.Spec, report) {
 		}
 	}()
 
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	spec := cellSpec(t, "report", &out, "TEST_HOME_FILE="+homeFile.Name(), "TEST_TCP_ADDR="+ln.Addr().String())
 	spec.Network = network
 	in := launch(t, spec)
@@ -391,9 +365,9 @@ func TestSandboxWithNetwork(t *testing.T) {
 }
 
 func TestStopReachesCell(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, cellSpec(t, "term", &out))
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := in.Stop(ctx); err != nil {
@@ -473,7 +447,7 @@ func allGone(t *testing.T, pids []int, within time.Duration) {
 // that no group kill helps: the sandbox must go down with it.
 func TestDieWithParent(t *testing.T) {
 	bw := requireBwrap(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	spec := cellSpec(t, "sleep", &out)
 	cmd := exec.Command(bw, append(bwrap.Args(spec), "--", spec.Exec)...)
 	cmd.Env = spec.Env
@@ -483,7 +457,7 @@ func TestDieWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() }()
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	inside := descendants(cmd.Process.Pid)
 	if len(inside) < 2 {
 		t.Fatalf("sandbox processes %v: want bwrap's init and the cell", inside)
@@ -497,9 +471,9 @@ func TestDieWithParent(t *testing.T) {
 
 // TestKillTakesSandboxDown is the same through the backend: Stop's SIGKILL.
 func TestKillTakesSandboxDown(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, cellSpec(t, "sleep", &out))
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	inside := descendants(in.Pid())
 	if len(inside) < 2 {
 		t.Fatalf("sandbox processes %v", inside)

@@ -20,6 +20,8 @@ import (
 
 	"github.com/cellproject/cell/cellspec"
 	"github.com/cellproject/cell/process"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // The test binary doubles as the cell: with GO_WANT_HELPER_PROCESS=1 it runs
@@ -89,36 +91,6 @@ func helper(mode string) int {
 		time.Sleep(time.Hour)
 	}
 	return 2
-}
-
-// syncBuffer is an io.Writer safe for the output copier and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitOutput waits until out holds want.
-func waitOutput(t *testing.T, out *syncBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in output %q", want, out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func helperSpec(t *testing.T, mode string, out io.Writer) cellspec.Spec {
@@ -203,7 +175,7 @@ func alive(pid int) bool {
 }
 
 func TestEnvIsExactlySpecEnv(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	spec := helperSpec(t, "env", &out)
 	t.Setenv("CELL_LEAK_CHECK", "must-not-be-seen")
 	in, err := process.New().Launch(context.Background(), spec)
@@ -263,9 +235,9 @@ func TestLaunchFailures(t *testing.T) {
 }
 
 func TestStopGraceful(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, "sleep", &out)
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	if err := in.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -275,9 +247,9 @@ func TestStopGraceful(t *testing.T) {
 }
 
 func TestStopKillsWhenTermIgnored(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, "ignoreterm", &out)
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -292,9 +264,9 @@ func TestStopKillsWhenTermIgnored(t *testing.T) {
 	}
 }
 
-func grandchildPid(t *testing.T, out *syncBuffer) int {
+func grandchildPid(t *testing.T, out *testutil.SyncBuffer) int {
 	t.Helper()
-	waitOutput(t, out, "grandchild ")
+	testutil.WaitOutput(t, out, "grandchild ")
 	s := out.String()
 	s = s[strings.Index(s, "grandchild ")+len("grandchild "):]
 	pid, err := strconv.Atoi(strings.Fields(s)[0])
@@ -305,10 +277,10 @@ func grandchildPid(t *testing.T, out *syncBuffer) int {
 }
 
 func TestStopKillsGrandchildren(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, "grandchild", &out)
 	gc := grandchildPid(t, &out)
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	if !alive(gc) {
 		t.Fatalf("grandchild %d not running", gc)
 	}
@@ -319,7 +291,7 @@ func TestStopKillsGrandchildren(t *testing.T) {
 }
 
 func TestLeftoversDieWithLeader(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, "grandchild-exit", &out)
 	gc := grandchildPid(t, &out)
 	waitDone(t, in)
@@ -330,9 +302,9 @@ func TestLeftoversDieWithLeader(t *testing.T) {
 }
 
 func TestStopManyTimesConcurrently(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := launch(t, "ignoreterm", &out)
-	waitOutput(t, &out, "ready")
+	testutil.WaitOutput(t, &out, "ready")
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for i := range 8 {

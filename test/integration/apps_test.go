@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // appCellSource is a cell with no dependencies outside the standard library
@@ -332,7 +334,7 @@ func TestApps(t *testing.T) {
 		f.Close()
 		// Started by an owner of its own, not by cellroot run, which would
 		// notice and rebuild: the root alone must refuse it.
-		var log syncBuffer
+		var log testutil.SyncBuffer
 		ctx := testCtx(t)
 		s, err := cell.Start(ctx, cell.OwnerOptions{Cellroot: filepath.Join(e.bin, "cellroot"), Allowlist: e.allowlist,
 			Args: []string{"--log-format", "json"}, Stderr: &log})

@@ -12,11 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellproject/cell/cell"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // testAllowlist is the allowlist most tests run under; @BIN@ is the binary dir.
@@ -108,55 +109,30 @@ func writeAllowlist(t *testing.T, text string) string {
 	return path
 }
 
-// syncBuffer collects cellroot's log for the audit checks.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startSession starts a real cellroot as this test's owner.
-func startSession(t *testing.T, allowlistText string) (*cell.Session, *syncBuffer) {
+func startSession(t *testing.T, allowlistText string) (*cell.Session, *testutil.SyncBuffer) {
 	t.Helper()
 	isolatedRuntime(t)
 	return startSessionIn(t, allowlistText)
 }
 
 // startSessionIn starts a session in the runtime dir the test already set.
-func startSessionIn(t *testing.T, allowlistText string) (*cell.Session, *syncBuffer) {
+func startSessionIn(t *testing.T, allowlistText string) (*cell.Session, *testutil.SyncBuffer) {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s, err := cell.Start(ctx, cell.OwnerOptions{
 		Cellroot:  filepath.Join(binDir(t), "cellroot"),
 		Allowlist: writeAllowlist(t, allowlistText),
 		Args:      []string{"--log-format", "json"},
-		Stderr:    io.MultiWriter(log, testWriter{t}),
+		Stderr:    io.MultiWriter(log, testutil.LogWriter(t)),
 	})
 	if err != nil {
 		t.Fatalf("start session: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, log
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // The owner helper: the test binary re-executed as an app that starts a
@@ -83,7 +85,7 @@ func startOwner(t *testing.T) *runningOwner {
 	cmd.Env = append(os.Environ(), "CELL_IT_ROLE=owner",
 		"CELL_IT_CELLROOT="+filepath.Join(binDir(t), "cellroot"),
 		"CELL_IT_ALLOWLIST="+writeAllowlist(t, testAllowlist))
-	cmd.Stderr = testWriter{t}
+	cmd.Stderr = testutil.LogWriter(t)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/cellproject/cell/hostcap"
 	"github.com/cellproject/cell/wire"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // podmanAllowlist runs the test cells as rootless Podman containers.
@@ -314,7 +316,7 @@ func startPodmanOwner(t *testing.T) *runningOwner {
 	cmd.Env = append(os.Environ(), "CELL_IT_ROLE=owner",
 		"CELL_IT_CELLROOT="+filepath.Join(binDir(t), "cellroot"),
 		"CELL_IT_ALLOWLIST="+writeAllowlist(t, podmanAllowlist))
-	cmd.Stderr = testWriter{t}
+	cmd.Stderr = testutil.LogWriter(t)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

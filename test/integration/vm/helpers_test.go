@@ -13,11 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellproject/cell/cell"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 func binDir(t *testing.T) string {
@@ -41,23 +42,6 @@ func testCtx(t *testing.T, limit time.Duration) context.Context {
 	return ctx
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func writeAllowlist(t *testing.T, path, text string) string {
 	t.Helper()
 	text = strings.ReplaceAll(text, "@BIN@", binDir(t))
@@ -71,27 +55,20 @@ func writeAllowlist(t *testing.T, path, text string) string {
 }
 
 // startSession execs a root for this test with the given allowlist.
-func startSession(t *testing.T, allowlistText string) (*cell.Session, *syncBuffer) {
+func startSession(t *testing.T, allowlistText string) (*cell.Session, *testutil.SyncBuffer) {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	s, err := cell.Start(testCtx(t, 2*time.Minute), cell.OwnerOptions{
 		Cellroot:  filepath.Join(binDir(t), "cellroot"),
 		Allowlist: writeAllowlist(t, filepath.Join(t.TempDir(), "allowlist.toml"), allowlistText),
 		Args:      []string{"--log-format", "json", "--ready-timeout", "90s"},
-		Stderr:    io.MultiWriter(log, testWriter{t}),
+		Stderr:    io.MultiWriter(log, testutil.LogWriter(t)),
 	})
 	if err != nil {
 		t.Fatalf("start session: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, log
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
 
 func call(t *testing.T, s *cell.Session, name, method, arg string) (string, error) {
