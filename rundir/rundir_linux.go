@@ -46,3 +46,23 @@ func TryLock(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// Live reports whether session id under base may still be alive: its root
+// lock exists and is held. Collection removes the locks of dead sessions, so
+// a missing lock means dead; a lock that cannot be checked counts as live,
+// so that nothing live is ever removed.
+func Live(base, id string) bool {
+	if !ValidSessionID(id) {
+		return false
+	}
+	path := RootLockPath(base, id)
+	if _, err := os.Stat(path); err != nil {
+		return false
+	}
+	lock, err := TryLock(path)
+	if err != nil {
+		return true
+	}
+	lock.Close()
+	return false
+}

@@ -12,12 +12,10 @@ import (
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/audit"
+	"github.com/cellproject/cell/backends"
 	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/hostcap"
-	"github.com/cellproject/cell/podman"
 	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/rundir"
-	"github.com/cellproject/cell/scope"
 )
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,41 +67,20 @@ Flags:
 		code = 1
 	}
 
-	// The podman probe is the root's: find the user's service or start one,
-	// and ping it through the API. A service started here stops at once.
-	var podNote string
-	podProbe := func(ctx context.Context) error {
-		if base == "" {
-			return fmt.Errorf("no usable runtime dir for a Podman service")
-		}
-		b, err := podman.Open(ctx, podman.Options{Podman: *podmanBin, Base: base})
-		if err != nil {
-			return err
-		}
-		podNote = fmt.Sprintf("API %s on %s", b.Version(), b.Socket())
-		if b.OwnService() {
-			podNote += " (a service of the root's own: no podman.socket of the user answered)"
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return b.Close(cctx)
-	}
-	scopeProbe := func(ctx context.Context) error {
-		sc, err := scope.New(ctx, scope.Options{})
-		if err != nil {
-			return err
-		}
-		sc.Close()
-		return nil
-	}
-	caps := hostcap.Detect(ctx, hostcap.Options{Bwrap: *bwrapBin, Podman: podProbe, Scope: scopeProbe})
-	backends := make([]string, 0, len(caps.Capabilities))
+	// The probes are the root's own: find the user's Podman service or
+	// start one, reach the systemd user manager. Everything opened here is
+	// closed again at once.
+	caps := backends.Open(ctx, backends.Options{Base: base, Bwrap: *bwrapBin, Podman: *podmanBin, WantPodman: true})
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer caps.Close(closeCtx)
+	names := make([]string, 0, len(caps.Capabilities))
 	for b := range caps.Capabilities {
-		backends = append(backends, string(b))
+		names = append(names, string(b))
 	}
-	sort.Strings(backends)
+	sort.Strings(names)
 	sandboxed := false
-	for _, b := range backends {
+	for _, b := range names {
 		c := caps.Capabilities[cellspec.Backend(b)]
 		status := "unavailable"
 		if c.Available {
@@ -115,7 +92,7 @@ Flags:
 		}
 		fmt.Fprintf(stdout, "backend %-8s %s: %s\n", b, status, c.Reason)
 		if cellspec.Backend(b) == cellspec.Podman && c.Available {
-			fmt.Fprintf(stdout, "               podman service: %s\n", podNote)
+			fmt.Fprintf(stdout, "               podman service: %s\n", caps.PodmanService)
 			if !c.EnforcesLimits {
 				fmt.Fprintln(stdout, "               a podman cell with limits is denied unless its entry says accept_unenforced_limits = true")
 			}

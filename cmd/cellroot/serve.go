@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -18,14 +17,10 @@ import (
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/audit"
-	"github.com/cellproject/cell/bwrap"
+	"github.com/cellproject/cell/backends"
 	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/hostcap"
-	"github.com/cellproject/cell/podman"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/process"
 	"github.com/cellproject/cell/rundir"
-	"github.com/cellproject/cell/scope"
 	"github.com/cellproject/cell/supervisor"
 )
 
@@ -126,70 +121,30 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	}
 	cfg.Vet = vetHook(cfg.Allowlist)
 
-	var pod *podman.Backend
-	hopts := hostcap.Options{Bwrap: o.bwrap}
-	if mayUsePodman(cfg.Allowlist) {
-		hopts.Podman = func(ctx context.Context) error {
-			var err error
-			pod, err = podman.Open(ctx, podman.Options{Podman: o.podman, Base: base, Log: log.Named("podman")})
-			return err
+	set := backends.Open(ctx, backends.Options{Base: base, Bwrap: o.bwrap, Podman: o.podman,
+		WantPodman: mayUsePodman(cfg.Allowlist), Log: log})
+	// The supervisor ends each session's containers and slice (EndSession);
+	// what outlives a session, such as a Podman service of the root's own,
+	// goes once Serve returns.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*o.stopGrace+5*time.Second)
+		defer cancel()
+		if err := set.Close(ctx); err != nil {
+			log.Warn("closing the backends", zap.Error(err))
 		}
+	}()
+	if err := set.CollectDead(ctx, base); err != nil {
+		log.Warn("collecting dead sessions in the backends", zap.Error(err))
 	}
-	var sc *scope.Backend
-	hopts.Scope = func(ctx context.Context) error {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find cellroot for the scope gate: %w", err)
-		}
-		// The gate runs with the cell's environment, which has no PATH.
-		bw, err := exec.LookPath(bwrapOrDefault(o.bwrap))
-		if err != nil {
-			return fmt.Errorf("scopes run bubblewrap: %w", err)
-		}
-		sc, err = scope.New(ctx, scope.Options{Gate: self, Bwrap: bw})
-		return err
+	if set.PodmanService != "" {
+		log.Info("podman service", zap.String("service", set.PodmanService))
 	}
-	caps := hostcap.Detect(ctx, hopts)
-	if sc != nil {
-		defer sc.Close()
-	}
-	if hopts.Podman == nil {
-		caps.Capabilities[cellspec.Podman] = policy.Capability{Reason: "not probed: no cell of the allowlist may run on podman"}
-	}
-	if pod != nil {
-		// The supervisor ends the session's containers (EndSession); the
-		// service the backend may have started goes once Serve returns.
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*o.stopGrace+5*time.Second)
-			defer cancel()
-			if err := pod.Close(ctx); err != nil {
-				log.Warn("closing the podman backend", zap.Error(err))
-			}
-		}()
-		if ids, err := pod.CollectDead(ctx, sessionLive(base)); err != nil {
-			log.Warn("removing containers of dead sessions", zap.Error(err), zap.Strings("sessions", ids))
-		}
-		log.Info("podman service", zap.String("socket", pod.Socket()), zap.String("version", pod.Version()), zap.Bool("own", pod.OwnService()))
-	}
-	cfg.Capabilities = caps.Capabilities
-	cfg.Backends = map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}
-	if caps.BwrapPath != "" {
-		cfg.Backends[cellspec.Bwrap] = supervisor.Adapt(bwrap.New(caps.BwrapPath))
-	}
-	if pod != nil {
-		cfg.Backends[cellspec.Podman] = supervisor.Adapt(pod)
-	}
-	if sc != nil && caps.Capabilities[cellspec.Scope].Available {
-		cfg.Backends[cellspec.Scope] = supervisor.Adapt(sc)
-		if ids, err := sc.CollectDead(ctx, sessionLive(base)); err != nil || len(ids) > 0 {
-			log.Info("stopped the slices of dead sessions", zap.Strings("sessions", ids), zap.Error(err))
-		}
-	}
-	for b, c := range caps.Capabilities {
+	cfg.Backends, cfg.Capabilities = set.Backends, set.Capabilities
+	for b, c := range set.Capabilities {
 		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
 			zap.Bool("enforces_limits", c.EnforcesLimits), zap.String("note", c.Reason))
 	}
-	auto, why := policy.AutoChoice(caps.Capabilities)
+	auto, why := policy.AutoChoice(set.Capabilities)
 	log.Info("auto backend", zap.String("backend", string(auto)), zap.String("note", why))
 
 	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
@@ -211,14 +166,6 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	return s.Serve(ctx, owner)
 }
 
-// bwrapOrDefault is the bubblewrap binary to look up: as given, or bwrap.
-func bwrapOrDefault(path string) string {
-	if path == "" {
-		return "bwrap"
-	}
-	return path
-}
-
 // mayUsePodman reports whether a cell of al could run on podman: only then
 // is a Podman service worth finding or starting. A missing or broken
 // allowlist runs nothing.
@@ -232,28 +179,6 @@ func mayUsePodman(al *allowlist.File) bool {
 		}
 	}
 	return false
-}
-
-// sessionLive reports whether a session under base is alive: its root holds
-// its lock. Supervisor collection has removed the locks of dead sessions
-// already, so a missing lock means dead too.
-func sessionLive(base string) func(string) bool {
-	return func(id string) bool {
-		if !rundir.ValidSessionID(id) {
-			return false
-		}
-		path := rundir.RootLockPath(base, id)
-		if _, err := os.Stat(path); err != nil {
-			return false
-		}
-		lock, err := rundir.TryLock(path)
-		if err != nil {
-			// Locked (alive), or unknowable: never remove what may be live.
-			return true
-		}
-		lock.Close()
-		return false
-	}
 }
 
 // ownerConn returns the owner's umbilical: the inherited descriptor, the
