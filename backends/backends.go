@@ -46,11 +46,27 @@ type Set struct {
 	// here, with the reason when not.
 	Backends     map[cellspec.Backend]supervisor.Backend
 	Capabilities map[cellspec.Backend]policy.Capability
-	// PodmanService describes the Podman service in use, for doctor.
-	PodmanService string
+	// Podman is the service in use, when Podman was opened.
+	Podman *PodmanService
 
 	pod *podman.Backend
 	sc  *scope.Backend
+}
+
+// PodmanService is the Podman API the podman backend talks to.
+type PodmanService struct {
+	Socket, Version string
+	// Own is true when the root started the service itself because no
+	// podman.socket of the user answered.
+	Own bool
+}
+
+func (p *PodmanService) String() string {
+	s := fmt.Sprintf("API %s on %s", p.Version, p.Socket)
+	if p.Own {
+		s += " (a service of the root's own: no podman.socket of the user answered)"
+	}
+	return s
 }
 
 // Open probes every backend and opens those that work. It never fails: a
@@ -91,10 +107,7 @@ func (s *Set) openPodman(o Options) func(context.Context) error {
 			return err
 		}
 		s.pod = pod
-		s.PodmanService = fmt.Sprintf("API %s on %s", pod.Version(), pod.Socket())
-		if pod.OwnService() {
-			s.PodmanService += " (a service of the root's own: no podman.socket of the user answered)"
-		}
+		s.Podman = &PodmanService{Socket: pod.Socket(), Version: pod.Version(), Own: pod.OwnService()}
 		return nil
 	}
 }

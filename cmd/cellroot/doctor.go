@@ -92,7 +92,7 @@ Flags:
 		}
 		fmt.Fprintf(stdout, "backend %-8s %s: %s\n", b, status, c.Reason)
 		if cellspec.Backend(b) == cellspec.Podman && c.Available {
-			fmt.Fprintf(stdout, "               podman service: %s\n", caps.PodmanService)
+			fmt.Fprintf(stdout, "               podman service: %s\n", caps.Podman)
 			if !c.EnforcesLimits {
 				fmt.Fprintln(stdout, "               a podman cell with limits is denied unless its entry says accept_unenforced_limits = true")
 			}

@@ -136,8 +136,8 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	if err := set.CollectDead(ctx, base); err != nil {
 		log.Warn("collecting dead sessions in the backends", zap.Error(err))
 	}
-	if set.PodmanService != "" {
-		log.Info("podman service", zap.String("service", set.PodmanService))
+	if p := set.Podman; p != nil {
+		log.Info("podman service", zap.String("socket", p.Socket), zap.String("version", p.Version), zap.Bool("own", p.Own))
 	}
 	cfg.Backends, cfg.Capabilities = set.Backends, set.Capabilities
 	for b, c := range set.Capabilities {
