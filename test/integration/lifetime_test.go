@@ -76,6 +76,18 @@ type runningOwner struct {
 
 func startOwner(t *testing.T) *runningOwner {
 	t.Helper()
+	o := startOwnerWith(t, testAllowlist)
+	// The chain must be up before anything is killed, or the test proves little.
+	if n := len(sessionLeftovers(t, o.report.Session)); n < 3 {
+		t.Fatalf("expected the session's three cells running, found %d processes", n)
+	}
+	return o
+}
+
+// startOwnerWith runs the owner helper (TestMain's "owner" role) under the
+// allowlist text: it grows probe, which grows child, and reports.
+func startOwnerWith(t *testing.T, allowlistText string) *runningOwner {
+	t.Helper()
 	base := isolatedRuntime(t)
 	self, err := os.Executable()
 	if err != nil {
@@ -84,7 +96,7 @@ func startOwner(t *testing.T) *runningOwner {
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), "CELL_IT_ROLE=owner",
 		"CELL_IT_CELLROOT="+filepath.Join(binDir(t), "cellroot"),
-		"CELL_IT_ALLOWLIST="+writeAllowlist(t, testAllowlist))
+		"CELL_IT_ALLOWLIST="+writeAllowlist(t, allowlistText))
 	cmd.Stderr = testutil.LogWriter(t)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -108,10 +120,6 @@ func startOwner(t *testing.T) *runningOwner {
 	}
 	if err := json.Unmarshal([]byte(line), &o.report); err != nil {
 		t.Fatalf("owner report %q: %v", line, err)
-	}
-	// The chain must be up before anything is killed, or the test proves little.
-	if n := len(sessionLeftovers(t, o.report.Session)); n < 3 {
-		t.Fatalf("expected the session's three cells running, found %d processes", n)
 	}
 	return o
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"encoding/json"
 	"net"
 	"os"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/cellproject/cell/hostcap"
 	"github.com/cellproject/cell/wire"
-
-	"github.com/cellproject/cell/internal/testutil"
 )
 
 // podmanAllowlist runs the test cells as rootless Podman containers.
@@ -303,43 +300,11 @@ func TestPodmanLimitsDeniedUnlessAccepted(t *testing.T) {
 	requireNoContainers(t, s.ID())
 }
 
-// startPodmanOwner runs the owner helper (TestMain's "owner" role) on the
-// podman allowlist: it grows probe, which grows child, and reports.
+// startPodmanOwner runs the owner helper on the podman allowlist: it grows
+// probe, which grows child, and reports.
 func startPodmanOwner(t *testing.T) *runningOwner {
 	t.Helper()
-	base := isolatedRuntime(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "CELL_IT_ROLE=owner",
-		"CELL_IT_CELLROOT="+filepath.Join(binDir(t), "cellroot"),
-		"CELL_IT_ALLOWLIST="+writeAllowlist(t, podmanAllowlist))
-	cmd.Stderr = testutil.LogWriter(t)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	o := &runningOwner{cmd: cmd, stdin: stdin, base: base}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("owner helper did not report its session: %v", err)
-	}
-	if err := json.Unmarshal([]byte(line), &o.report); err != nil {
-		t.Fatalf("owner report %q: %v", line, err)
-	}
+	o := startOwnerWith(t, podmanAllowlist)
 	if n := podmanContainers(t, "cell.session="+o.report.Session); len(n) != 2 {
 		t.Fatalf("expected the session's two containers (probe, child) before anything is killed, found %v", n)
 	}
