@@ -350,7 +350,10 @@ boot_and_run() {
 	local image=$1 disk=$2 log=$3
 	local -a qemu=(
 		qemu-system-x86_64
-		-accel tcg -m 2048 -smp 2
+		# One host thread for both vCPUs: multi-threaded TCG was seen to
+		# crash the guest kernel (an int3 Oops in the scheduler while the
+		# kernel patched its own code) under load.
+		-accel tcg,thread=single -m 2048 -smp 2
 		-nodefaults -display none -no-reboot
 		-serial "file:$log"
 		-kernel "$image/vmlinuz" -initrd "$image/initrd.img"
@@ -413,11 +416,22 @@ t0=$(now)
 build_test_disk "$tmp/test.img"
 t_disk=$(($(now) - t0))
 
-say "booting (TCG emulation, 2 CPUs, 2 GiB; time box ${time_box}s)"
+say "booting (TCG emulation, 2 CPUs on one host thread, 2 GiB; time box ${time_box}s)"
 console=$tmp/console.log
 t0=$(now)
-qemu_rc=0
-boot_and_run "$image" "$tmp/test.img" "$console" || qemu_rc=$?
+# A guest kernel panic before the end marker is a fault of the emulator, not
+# a result of the tests: boot once more, and say so. Anything else counts.
+for attempt in 1 2; do
+	qemu_rc=0
+	boot_and_run "$image" "$tmp/test.img" "$console" || qemu_rc=$?
+	if [[ $attempt -eq 1 ]] && grep -aq 'Kernel panic - not syncing' "$console" && ! grep -aq '@@CELL-VMLAB-END' "$console"; then
+		mkdir -p "$cache/last-run"
+		tr -d '\r' <"$console" >"$cache/last-run/panic-console.log"
+		say "the guest kernel panicked (an emulator fault, not a test result; its console: $cache/last-run/panic-console.log): booting again"
+		continue
+	fi
+	break
+done
 t_vm=$(($(now) - t0))
 
 # Keep the last run's console for a look afterwards.
