@@ -378,34 +378,9 @@ func strayRoot(t *testing.T) string {
 // allowlist's backend.
 func TestPodmanExampleApp(t *testing.T) {
 	requirePodman(t)
-	bin := binDir(t)
-	base := isolatedRuntime(t)
-	tmplPath := "../../examples/allowlist.toml.in"
-	if extra := os.Getenv("CELL_VMLAB_EXTRA"); extra != "" {
-		// In the VM lab there is no source tree: the template comes on
-		// the test disk beside bin/.
-		tmplPath = filepath.Join(extra, "allowlist.toml.in")
-	}
-	tmpl, err := os.ReadFile(tmplPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.ReplaceAll(string(tmpl), "@BACKEND@", "podman")
-	cmd := exec.Command(filepath.Join(bin, "brain"), "-cellroot", filepath.Join(bin, "cellroot"),
-		"-allowlist", writeAllowlist(t, text))
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("brain: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	t.Logf("brain printed:\n%s", stdout.String())
-	for _, want := range []string{"eye", "retina", "cone", "denied"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("brain's output lacks %q", want)
-		}
-	}
-	if !strings.Contains(stderr.String(), "podman") {
-		t.Errorf("the root's log does not show the cells on podman:\n%s", stderr.String())
+	_, stderr, base := runExampleApp(t, "podman")
+	if !strings.Contains(stderr, "podman") {
+		t.Errorf("the root's log does not show the cells on podman:\n%s", stderr)
 	}
 	waitFor(t, "the app's containers are gone", func() bool { return len(podmanContainers(t, "cell.base="+base)) == 0 })
 	requireNoCleanups(t)
