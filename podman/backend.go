@@ -52,7 +52,9 @@ type Options struct {
 	// ServiceOutput receives the output of a service we start; nil
 	// discards it.
 	ServiceOutput io.Writer
-	// StartTimeout bounds finding or starting the service (default 10 s).
+	// StartTimeout bounds finding or starting the service (default 60 s:
+	// a socket-activated service's first start under emulation takes tens
+	// of seconds, and the bound only matters when the service never comes).
 	StartTimeout time.Duration
 	// Log receives diagnostics; nil discards them.
 	Log *zap.Logger
@@ -94,12 +96,12 @@ var _ interface {
 // Open finds the user's Podman service or starts one of its own, and checks
 // it answers. The caller must Close the backend, which stops such a service.
 // An error wraps ErrRoot, ErrNotFound or ErrNoService and says why.
-func Open(ctx context.Context, opts Options) (b *Backend, err error) {
+func Open(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
 	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 10 * time.Second
+		opts.StartTimeout = 60 * time.Second
 	}
 	if opts.Base == "" {
 		return nil, fmt.Errorf("podman: open: no runtime dir given")
@@ -123,12 +125,16 @@ func Open(ctx context.Context, opts Options) (b *Backend, err error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 
-	b = &Backend{opts: opts, insts: map[*Instance]struct{}{}}
+	b := &Backend{opts: opts, insts: map[*Instance]struct{}{}}
+	var err error
 	if b.priv, err = os.MkdirTemp(opts.Base, privPrefix); err != nil {
 		return nil, fmt.Errorf("podman: private dir: %w", err)
 	}
+	// The cleanup holds b itself, not a named result: a failed open
+	// returns nil, and closing that nil would panic the root.
+	opened := false
 	defer func() {
-		if err != nil {
+		if !opened {
 			b.Close(context.Background())
 		}
 	}()
@@ -144,6 +150,7 @@ func Open(ctx context.Context, opts Options) (b *Backend, err error) {
 			if b.conn, err = connect(ctx, opts.UserSocket); err == nil {
 				b.socket = opts.UserSocket
 				b.version = versionOf(b.conn)
+				opened = true
 				return b, nil
 			}
 			opts.Log.Info("the user's podman socket does not answer; starting a service", zap.String("socket", opts.UserSocket), zap.Error(err))
@@ -152,6 +159,7 @@ func Open(ctx context.Context, opts Options) (b *Backend, err error) {
 	if err = b.startService(ctx, path); err != nil {
 		return nil, err
 	}
+	opened = true
 	return b, nil
 }
 
