@@ -6,10 +6,10 @@ import (
 	"io"
 	"os"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 
-	"github.com/cellproject/cell/tomlpos"
+	"github.com/cellproject/cell/internal/tomlpos"
 )
 
 // Version is the only schema version this package reads.
@@ -92,7 +92,7 @@ type Cell struct {
 }
 
 // Error is a problem with the contents of an allowlist: file, line, key
-// and, in Err, the cause (a TOML syntax error, cellname.ErrInvalid,
+// and, in Err, the cause (a TOML syntax error, cellspec.ErrInvalidName,
 // quota.ErrInvalid, ErrTooLarge).
 type Error = tomlpos.Error
 

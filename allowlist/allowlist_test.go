@@ -9,8 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 
@@ -125,7 +124,7 @@ func TestParseErrors(t *testing.T) {
 		{"max_depth float", head + "[session]\nmax_depth = 1.5\n", 3, "session.max_depth", "not a float", nil},
 		{"cell not table", head + "cell = [1]\n", 2, "cell", "must be a table, not an array", nil},
 		{"cell entry not table", head + "[cell]\neye = 1\n", 3, "cell.eye", "must be a table", nil},
-		{"bad name", head + "[cell.\"../x\"]\nexec = \"/x\"\n", 2, `cell."../x"`, "not a valid cell name", cellname.ErrInvalid},
+		{"bad name", head + "[cell.\"../x\"]\nexec = \"/x\"\n", 2, `cell."../x"`, "not a valid cell name", cellspec.ErrInvalidName},
 		{"dotted name", head + "[cell.a.b]\nexec = \"/x\"\n", 2, "cell.a.b", "unknown key", nil},
 		{"missing exec", head + "\n[cell.eye]\nnetwork = true\n", 3, "cell.eye.exec", "missing", nil},
 		{"relative exec", head + "[cell.eye]\nexec = \"bin/eye\"\n", 3, "cell.eye.exec", "not an absolute path", nil},
@@ -141,7 +140,7 @@ func TestParseErrors(t *testing.T) {
 		{"backend case", eye + "backend = \"Podman\"\n", 4, "cell.eye.backend", "unknown backend", nil},
 		{"network string", eye + "network = \"yes\"\n", 4, "cell.eye.network", "true or false", nil},
 		{"spawn unlisted", eye + "spawn = [\"retina\"]\n", 4, "cell.eye.spawn", `"retina" is not listed`, nil},
-		{"spawn bad name", eye + "spawn = [\"a/b\"]\n", 4, "cell.eye.spawn", "not a valid cell name", cellname.ErrInvalid},
+		{"spawn bad name", eye + "spawn = [\"a/b\"]\n", 4, "cell.eye.spawn", "not a valid cell name", cellspec.ErrInvalidName},
 		{"spawn twice", eye + "spawn = [\"eye\", \"eye\"]\n", 4, "cell.eye.spawn", "listed twice", nil},
 		{"max_instances 0", eye + "max_instances = 0\n", 4, "cell.eye.max_instances", "out of range 1..64", nil},
 		{"max_instances 65", eye + "max_instances = 65\n", 4, "cell.eye.max_instances", "out of range", nil},

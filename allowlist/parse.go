@@ -10,10 +10,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/tomlpos"
 	"github.com/cellproject/cell/quota"
-	"github.com/cellproject/cell/tomlpos"
 )
 
 // Parse parses the allowlist in data; path is only used in errors and File.
@@ -98,7 +97,7 @@ func (p *parser) file(raw map[string]any) *File {
 	}
 	for _, name := range sortedKeys(cells) {
 		key := []string{"cell", name}
-		if err := cellname.Check(name); err != nil {
+		if err := cellspec.CheckName(name); err != nil {
 			p.fail(key, err, "not a valid cell name: %v", err)
 			continue
 		}
@@ -189,7 +188,7 @@ func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 		c.Spawn = p.strings(key("spawn"), v)
 		seen := make(map[string]bool, len(c.Spawn))
 		for _, s := range c.Spawn {
-			if err := cellname.Check(s); err != nil {
+			if err := cellspec.CheckName(s); err != nil {
 				p.fail(key("spawn"), err, "not a valid cell name: %v", err)
 			} else if seen[s] {
 				p.fail(key("spawn"), nil, "%q is listed twice", s)

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 func TestArgs(t *testing.T) {

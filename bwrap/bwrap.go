@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // DefaultPath is used when New or Probe get an empty bwrap path.

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/bwrap"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 func ExampleArgs() {

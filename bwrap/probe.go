@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
 )
 
 // Why a Probe failed; match with errors.Is.

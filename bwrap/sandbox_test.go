@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/bwrap"
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
 
 	"github.com/cellproject/cell/internal/testutil"
 )

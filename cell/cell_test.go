@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 

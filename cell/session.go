@@ -14,8 +14,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -278,7 +278,7 @@ func Connect(ctx context.Context, s *Session, name string) (*Conn, error) {
 // the root starts it once and the cell's lock guards the rest. A denial is a
 // *wire.Error in the chain (wire.IsCode(err, wire.CodeDenied)).
 func (s *Session) Grow(ctx context.Context, name string) (*Conn, error) {
-	if err := cellname.Check(name); err != nil {
+	if err := cellspec.CheckName(name); err != nil {
 		return nil, fmt.Errorf("grow %s: %w", name, err)
 	}
 	c, err := s.Connect(ctx, name)
@@ -317,11 +317,11 @@ func dialCell(ctx context.Context, key, path string) (*Conn, error) {
 // so that a key is always a plain file name in the session dir.
 func checkKey(key string) error {
 	name, inst, found := strings.Cut(key, "@")
-	if err := cellname.Check(name); err != nil {
+	if err := cellspec.CheckName(name); err != nil {
 		return err
 	}
 	if found {
-		return cellname.Check(inst)
+		return cellspec.CheckName(inst)
 	}
 	return nil
 }

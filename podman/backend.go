@@ -15,9 +15,9 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // Errors callers branch on.

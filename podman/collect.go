@@ -12,7 +12,7 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // Containers lists the ids and labels of every container, in any state,

@@ -9,9 +9,9 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/quota"
-	"github.com/cellproject/cell/rundir"
 )
 
 // Labels put on every container of a cell. Teardown and collection select

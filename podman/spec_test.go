@@ -7,7 +7,7 @@ import (
 
 	"github.com/containers/podman/v5/pkg/specgen"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 

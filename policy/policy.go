@@ -6,8 +6,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 // Code says which rule decided a request. Codes are stable: they go to the
@@ -119,16 +118,16 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 	case al == nil:
 		return deny(NoAllowlist, "no cell may run: no allowlist is loaded")
 	}
-	if err := cellname.Check(req.Name); err != nil {
+	if err := cellspec.CheckName(req.Name); err != nil {
 		return deny(BadName, "%s asked for a cell by an invalid name: %v", who, err)
 	}
 	if req.Instance != "" {
-		if err := cellname.Check(req.Instance); err != nil {
+		if err := cellspec.CheckName(req.Instance); err != nil {
 			return deny(BadName, "%s asked for cell %q with an invalid instance name: %v", who, req.Name, err)
 		}
 	}
 	if req.Requester != "" {
-		if err := cellname.Check(req.Requester); err != nil {
+		if err := cellspec.CheckName(req.Requester); err != nil {
 			return deny(BadName, "the requester has an invalid name: %v", err)
 		}
 	}
@@ -178,7 +177,7 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 	}
 	d.Spec = cellspec.Spec{
 		Name: req.Name,
-		Key:  cellname.Key(req.Name, req.Instance),
+		Key:  cellspec.Key(req.Name, req.Instance),
 		Exec: c.Exec,
 		// A copy, so that the supervisor owning the spec cannot change the
 		// allowlist shared by later decisions.

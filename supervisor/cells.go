@@ -13,11 +13,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/audit"
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/rundir"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -52,15 +51,15 @@ type cellEntry struct {
 // spawn decides a spawn request and, when allowed, launches the cell and
 // waits until its socket accepts connections.
 func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
-	if err := cellname.Check(req.Name); err != nil {
+	if err := cellspec.CheckName(req.Name); err != nil {
 		return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("name: %v", err))
 	}
 	if req.Instance != "" {
-		if err := cellname.Check(req.Instance); err != nil {
+		if err := cellspec.CheckName(req.Instance); err != nil {
 			return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("instance: %v", err))
 		}
 	}
-	key := cellname.Key(req.Name, req.Instance)
+	key := cellspec.Key(req.Name, req.Instance)
 
 	dec, entry, joined, err := s.admit(who, req, key)
 	if errors.Is(err, errShuttingDown) {

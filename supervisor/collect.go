@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // Collect removes what dead sessions under base left behind: the processes

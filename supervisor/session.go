@@ -16,10 +16,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/audit"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/rundir"
 )
 
 // Backend launches cells of one kind (bubblewrap, process, ...).

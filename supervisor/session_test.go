@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/audit"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/process"
 	"github.com/cellproject/cell/wire"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 func TestRateLimiter(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/app"
-	"github.com/cellproject/cell/build"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/internal/cellbuild"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 func runAllow(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -77,7 +77,7 @@ Cell.toml changes; --revoke removes the app's blocks.
 	}
 	cache := *cacheDir
 	if cache == "" {
-		if cache, err = build.DefaultCacheDir(); err != nil {
+		if cache, err = cellbuild.DefaultCacheDir(); err != nil {
 			return fail(err)
 		}
 	}
@@ -86,10 +86,10 @@ Cell.toml changes; --revoke removes the app's blocks.
 	for _, n := range a.Order {
 		c := a.Cells[n]
 		fmt.Fprintln(stdout, app.Describe(c))
-		g := app.GrantOptions{Exec: build.InstalledPath(cache, c.Dir, n), RequireSignature: *requireSig,
+		g := app.GrantOptions{Exec: cellbuild.InstalledPath(cache, c.Dir, n), RequireSignature: *requireSig,
 			Backend: cellspec.Backend(*backend)}
 		if *pin {
-			src, err := build.SourceOf(n, c.Dir)
+			src, err := cellbuild.SourceOf(n, c.Dir)
 			if err != nil {
 				return fail(err)
 			}

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/audit"
-	"github.com/cellproject/cell/backends"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/internal/backends"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/rundir"
 )
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -10,9 +10,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cellproject/cell/app"
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/trust"
+	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/trust"
 )
 
 func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -33,7 +33,7 @@ printed as a [key.NAME] table for trust.toml (or added with --trust).
 		fmt.Fprintf(stderr, "cellroot keygen: %v\n", err)
 		return 1
 	}
-	if err := cellname.Check(name); err != nil {
+	if err := cellspec.CheckName(name); err != nil {
 		return fail(fmt.Errorf("key name: %w", err))
 	}
 	if *out == "" {

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/cellproject/cell/scope"
+	"github.com/cellproject/cell/internal/scope"
 )
 
 const usage = `cellroot: the per-user session root of Cell.

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 

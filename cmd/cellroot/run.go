@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/cellproject/cell/app"
+	"github.com/cellproject/cell/internal/app"
 )
 
 // appFlags are the flags run and build share.

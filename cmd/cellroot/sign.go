@@ -9,9 +9,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cellproject/cell/app"
-	"github.com/cellproject/cell/build"
-	"github.com/cellproject/cell/trust"
+	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/internal/cellbuild"
+	"github.com/cellproject/cell/internal/trust"
 )
 
 func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -59,7 +59,7 @@ Flags:
 			return fail(err)
 		}
 		if fi.Mode().IsRegular() {
-			sum, err := build.FileSHA256(abs)
+			sum, err := cellbuild.FileSHA256(abs)
 			if err != nil {
 				return fail(err)
 			}
@@ -82,7 +82,7 @@ Flags:
 			}
 		}
 		for _, c := range cells {
-			src, err := build.SourceOf(c.Name, c.Dir)
+			src, err := cellbuild.SourceOf(c.Name, c.Dir)
 			if err != nil {
 				return fail(err)
 			}
@@ -90,7 +90,7 @@ Flags:
 			if err != nil {
 				return fail(err)
 			}
-			out := filepath.Join(c.Dir, build.SignatureName)
+			out := filepath.Join(c.Dir, cellbuild.SignatureName)
 			if err := os.WriteFile(out, trust.Sign(key, trust.KindSource, sum), 0o644); err != nil {
 				return fail(err)
 			}

@@ -4,8 +4,8 @@ import (
 	"context"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/app"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 // vetHook is the session root's check of what it is about to launch: an

@@ -19,9 +19,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/app"
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/examples/demo"
+	"github.com/cellproject/cell/internal/app"
 	"github.com/cellproject/cell/wire"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/cell"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 // The allowlist of the benchmarks; @BIN@ is the binary dir.

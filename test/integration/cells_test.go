@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
-	"github.com/cellproject/cell/rundir"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 

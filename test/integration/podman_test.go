@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/internal/hostcap"
 	"github.com/cellproject/cell/wire"
 )
 

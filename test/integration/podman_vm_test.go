@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/internal/hostcap"
 )
 
 // These tests need the VM lab (test/vmlab: cgroup v2 with cpu, memory and

@@ -3,7 +3,7 @@ package app
 import (
 	"testing"
 
-	"github.com/cellproject/cell/cellname"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 // FuzzParseManifest checks that no Cell.toml makes the loader panic and
@@ -16,11 +16,11 @@ func FuzzParseManifest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if cellname.Check(m.Name) != nil || m.MaxInstances < 1 || m.IdleTimeout < 0 || m.Limits.Validate() != nil {
+		if cellspec.CheckName(m.Name) != nil || m.MaxInstances < 1 || m.IdleTimeout < 0 || m.Limits.Validate() != nil {
 			t.Fatalf("accepted %+v", m)
 		}
 		for _, d := range append(m.DependsOn, m.Spawn...) {
-			if cellname.Check(d) != nil {
+			if cellspec.CheckName(d) != nil {
 				t.Fatalf("accepted name %q", d)
 			}
 		}

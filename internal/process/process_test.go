@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
 
 	"github.com/cellproject/cell/internal/testutil"
 )

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 

@@ -45,7 +45,7 @@ type Sink interface {
 }
 
 // ownerRequester stands for the owner in records. The parentheses keep it
-// apart from every cell name, which cellname limits to letters, digits, '_'
+// apart from every cell name, which cellspec.CheckName limits to letters, digits, '_'
 // and '-'.
 const ownerRequester = "(owner)"
 

@@ -10,9 +10,9 @@ import (
 	"slices"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/build"
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/trust"
+	"github.com/cellproject/cell/internal/cellbuild"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/trust"
 )
 
 // EnvTrust names trust.toml when set; else $XDG_CONFIG_HOME/cell/trust.toml.
@@ -69,7 +69,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 	binary := exec
 	var srcSum string
 	if e.Source != "" {
-		resolved, rec, err := build.Resolve(exec)
+		resolved, rec, err := cellbuild.Resolve(exec)
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 		if rec.SourceDir != e.Source || rec.Name != e.Name {
 			return fmt.Errorf("exec %s is a build of cell %q from %s, not of %s", exec, rec.Name, rec.SourceDir, e.Source)
 		}
-		src, err := build.SourceOf(e.Name, e.Source)
+		src, err := cellbuild.SourceOf(e.Name, e.Source)
 		if err != nil {
 			return err
 		}
@@ -88,7 +88,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 			return fmt.Errorf("the source in %s changed since its build (built from source %s, now %s): build it again (cellroot run or cellroot build)",
 				e.Source, rec.SourceSHA256[:12], srcSum[:12])
 		}
-		if sum, err := build.FileSHA256(binary); err != nil {
+		if sum, err := cellbuild.FileSHA256(binary); err != nil {
 			return fmt.Errorf("hash binary: %w", err)
 		} else if sum != rec.BinarySHA256 {
 			return fmt.Errorf("the binary %s was modified after its build (sha256 %s, built %s)", binary, sum, rec.BinarySHA256)
@@ -103,7 +103,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 	var binSum string
 	if e.SHA256 != "" || (e.RequireSignature && e.Source == "") {
 		var err error
-		if binSum, err = build.FileSHA256(binary); err != nil {
+		if binSum, err = cellbuild.FileSHA256(binary); err != nil {
 			return fmt.Errorf("hash binary: %w", err)
 		}
 		if e.SHA256 != "" && binSum != e.SHA256 {
@@ -127,7 +127,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 	}
 	sigFile, kind, digest := exec+".sig", trust.KindBinary, binSum
 	if e.Source != "" {
-		sigFile, kind, digest = filepath.Join(e.Source, build.SignatureName), trust.KindSource, srcSum
+		sigFile, kind, digest = filepath.Join(e.Source, cellbuild.SignatureName), trust.KindSource, srcSum
 	}
 	if _, err := trust.VerifyFile(sigFile, kind, digest, trusted); err != nil {
 		return fmt.Errorf("signature required: %w", err)

@@ -9,7 +9,7 @@ import (
 	"os/exec"
 
 	"github.com/cellproject/cell/bwrap"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/policy"
 )
 

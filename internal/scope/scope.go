@@ -13,8 +13,8 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/cellproject/cell/bwrap"
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/process"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/process"
 )
 
 // ErrJobFailed is wrapped when systemd reports a job other than "done".

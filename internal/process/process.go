@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 )
 
 // ErrUnsupported is returned where this platform cannot run cells.

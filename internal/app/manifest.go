@@ -11,10 +11,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/tomlpos"
 	"github.com/cellproject/cell/quota"
-	"github.com/cellproject/cell/tomlpos"
 )
 
 // ManifestName is the file that makes a directory under cells/ a cell.
@@ -145,7 +144,7 @@ func (c *checker) manifest(raw map[string]any) *Manifest {
 	if v, ok := raw["name"]; !ok {
 		c.errs = append(c.errs, &Error{File: c.path, Key: "name", Msg: "missing: the cell's name", Err: ErrManifest})
 	} else if s, ok := c.str("name", v); ok {
-		if err := cellname.Check(s); err != nil {
+		if err := cellspec.CheckName(s); err != nil {
 			c.fail([]string{"name"}, "not a valid cell name: %v", err)
 		}
 		m.Name = s
@@ -283,7 +282,7 @@ func (c *checker) names(raw map[string]any, key string) []string {
 			c.fail([]string{key}, "must be an array of cell names, not hold %T", e)
 			continue
 		}
-		if err := cellname.Check(s); err != nil {
+		if err := cellspec.CheckName(s); err != nil {
 			c.fail([]string{key}, "not a valid cell name: %v", err)
 			continue
 		}

@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/allowlist"
-	"github.com/cellproject/cell/build"
 	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/cellbuild"
 )
 
 // ErrNotGranted: a cell to start has no allowlist entry for this app's
@@ -29,7 +29,7 @@ type Options struct {
 	// Allowlist is the allowlist the session root reads; "" is
 	// $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml.
 	Allowlist string
-	// Go, Bwrap and CacheDir configure the builds (see build.Builder).
+	// Go, Bwrap and CacheDir configure the builds (see cellbuild.Builder).
 	Go, Bwrap, CacheDir string
 	// Progress receives build and start progress, one line per step.
 	Progress io.Writer
@@ -43,7 +43,7 @@ type Options struct {
 type Running struct {
 	*cell.Session
 	App    *App
-	Builds []build.Result
+	Builds []cellbuild.Result
 	// Started lists the cells started, in the order they were.
 	Started []string
 }
@@ -65,20 +65,20 @@ func AllowlistPath(flagValue string) (string, error) {
 }
 
 // Build discovers the app at dir and builds every cell, in dependency order.
-func Build(ctx context.Context, dir string, opts Options) (*App, []build.Result, error) {
+func Build(ctx context.Context, dir string, opts Options) (*App, []cellbuild.Result, error) {
 	a, err := Discover(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	srcs := make([]build.Source, 0, len(a.Order))
+	srcs := make([]cellbuild.Source, 0, len(a.Order))
 	for _, n := range a.Order {
-		s, err := build.SourceOf(n, a.Cells[n].Dir)
+		s, err := cellbuild.SourceOf(n, a.Cells[n].Dir)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cell %s (%s): %w", n, a.Cells[n].File, err)
 		}
 		srcs = append(srcs, s)
 	}
-	b := &build.Builder{Go: opts.Go, Bwrap: opts.Bwrap, CacheDir: opts.CacheDir, Progress: opts.Progress}
+	b := &cellbuild.Builder{Go: opts.Go, Bwrap: opts.Bwrap, CacheDir: opts.CacheDir, Progress: opts.Progress}
 	res, err := b.Build(ctx, srcs)
 	return a, res, err
 }

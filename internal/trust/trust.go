@@ -12,8 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/cellproject/cell/cellname"
-	"github.com/cellproject/cell/tomlpos"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/tomlpos"
 )
 
 // Version is the schema version of trust.toml and of signature files.
@@ -137,7 +137,7 @@ func Parse(path string, data []byte) (*File, error) {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		if err := cellname.Check(n); err != nil {
+		if err := cellspec.CheckName(n); err != nil {
 			return nil, doc.fail([]string{"key", n}, "not a valid key name (letters, digits, _ and -): %v", err)
 		}
 		t, ok := keys[n].(map[string]any)

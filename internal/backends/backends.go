@@ -14,13 +14,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/bwrap"
-	"github.com/cellproject/cell/cellspec"
-	"github.com/cellproject/cell/hostcap"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/hostcap"
+	"github.com/cellproject/cell/internal/process"
+	"github.com/cellproject/cell/internal/rundir"
+	"github.com/cellproject/cell/internal/scope"
 	"github.com/cellproject/cell/podman"
 	"github.com/cellproject/cell/policy"
-	"github.com/cellproject/cell/process"
-	"github.com/cellproject/cell/rundir"
-	"github.com/cellproject/cell/scope"
 	"github.com/cellproject/cell/supervisor"
 )
 

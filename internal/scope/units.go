@@ -8,7 +8,7 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 

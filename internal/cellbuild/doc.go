@@ -1,4 +1,4 @@
-// Package build compiles a cell from its Go source with the user's Go
+// Package cellbuild compiles a cell from its Go source with the user's Go
 // toolchain, offline, inside a bubblewrap sandbox without network, into a
 // cache keyed by the sha256 of the source tree, the Go version and the build
 // flags, so that unchanged source is never compiled twice.
@@ -9,4 +9,4 @@
 // GOFLAGS=-mod=vendor (or -mod=readonly), GOTOOLCHAIN=local and
 // CGO_ENABLED=0 keep the go command from fetching anything, and the missing
 // network keeps anything else from doing so.
-package build
+package cellbuild

@@ -6,7 +6,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	"github.com/cellproject/cell/cellspec"
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
 
