@@ -6,6 +6,8 @@
 # or report, or when the run exceeds its time box. See usage() below and
 # the README's section on the integration lab.
 set -euo pipefail
+# mkfs.ext4 and friends live in /usr/sbin, which a normal user's PATH lacks.
+PATH=$PATH:/usr/sbin:/sbin
 # All of it in one block, parsed before any of it runs: editing this file
 # during a run cannot change the run.
 {
