@@ -19,7 +19,9 @@ goflags=""
 for f in $(go env GOFLAGS); do
 	case $f in -tags=*) ;; *) goflags="$goflags $f" ;; esac
 done
-export GOFLAGS="${goflags# } -tags=$GO_TAGS"
+# The integration tag adds test/integration, whose tests need the binaries
+# this script builds (plain `go test ./...` leaves them out).
+export GOFLAGS="${goflags# } -tags=$GO_TAGS,integration"
 
 bash "$repo/test/deps.sh"
 
