@@ -138,7 +138,7 @@ func startSessionIn(t *testing.T, allowlistText string) (*cell.Session, *testuti
 }
 
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(t, 30*time.Second))
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -38,6 +38,23 @@ if [[ ! -S $runtime/bus ]]; then
 	finish
 fi
 
+# How much slower than the host this guest runs: the same fixed job the host
+# timed before boot (run.sh, calibrate_ms). The tests stretch their waits by
+# the ratio beyond the slowdown they were written for (reference_slowdown,
+# seen on an idle 2-core host), never below 1: a slow or loaded host gets
+# longer waits instead of a flaky lab.
+reference_slowdown=25
+host_ms=$(cat "$mnt/host-calibration-ms" 2>/dev/null || echo 0)
+t0=$(date +%s%N)
+head -c 32M /dev/zero | sha256sum >/dev/null
+guest_ms=$((($(date +%s%N) - t0) / 1000000))
+time_scale=1
+if [[ $host_ms =~ ^[0-9]+$ && $host_ms -gt 0 ]]; then
+	time_scale=$(awk -v g="$guest_ms" -v h="$host_ms" -v r="$reference_slowdown" \
+		'BEGIN { s = g / h / r; if (s < 1) s = 1; printf "%.2f", s }')
+fi
+echo "vmlab guest: calibration ${guest_ms} ms here, ${host_ms} ms on the host (slowdown $((guest_ms / (host_ms > 0 ? host_ms : 1)))x); waits scaled by $time_scale"
+
 # The user's environment: what a login session under systemd would give.
 user_env=(
 	HOME="/home/$user" USER="$user" LOGNAME="$user" SHELL=/bin/bash
@@ -48,6 +65,7 @@ user_env=(
 	CELL_VMLAB=1
 	CELL_VMLAB_DISK="$mnt"
 	CELL_VMLAB_EXTRA="$mnt/extra"
+	CELL_TIME_SCALE="$time_scale"
 )
 as_user() { runuser -u "$user" -- env -i "${user_env[@]}" "$@"; }
 

@@ -95,6 +95,21 @@ done
 [[ $time_box =~ ^[0-9]+$ && $time_box -gt 0 ]] || die "VMLAB_TIMEOUT must be a number of seconds, got '$time_box'"
 [[ $build_time_box =~ ^[0-9]+$ && $build_time_box -gt 0 ]] || die "VMLAB_BUILD_TIMEOUT must be a number of seconds, got '$build_time_box'"
 
+# calibrate_ms prints the best of three timings, in milliseconds, of a fixed
+# CPU-bound job (hashing 32 MiB of zeros). guest.sh runs the same and
+# divides: the ratio is how slow this emulation runs on this host now.
+calibrate_ms() {
+	local best="" t0 t1 ms
+	for _ in 1 2 3; do
+		t0=$(date +%s%N)
+		head -c 32M /dev/zero | sha256sum >/dev/null
+		t1=$(date +%s%N)
+		ms=$(((t1 - t0) / 1000000))
+		[[ -z $best || $ms -lt $best ]] && best=$ms
+	done
+	echo "$((best > 0 ? best : 1))"
+}
+
 # ---------------------------------------------------------------- host needs
 need_host_packages() {
 	local missing=()
@@ -295,6 +310,9 @@ build_test_disk() {
 	install -m 0755 "$here/guest.sh" "$root/guest.sh"
 	echo "$mode" >"$root/mode"
 	echo "$test_timeout" >"$root/test-timeout"
+	# The guest times the same fixed work and stretches the tests' waits
+	# by how much slower it ran (see calibrate_ms in guest.sh).
+	calibrate_ms >"$root/host-calibration-ms"
 	if [[ ${#test_args[@]} -gt 0 ]]; then
 		printf '%s\0' "${test_args[@]}" >"$root/args"
 	else

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // installUnits puts the project's socket and service units in the user's
@@ -83,7 +84,7 @@ func activatedSession(t *testing.T) *cell.Session {
 
 func waitNoRootInstances(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 60*time.Second))
 	for len(rootInstances(t)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("cellroot@ instances remain: %v", rootInstances(t))

@@ -37,7 +37,7 @@ func binDir(t *testing.T) string {
 }
 
 func testCtx(t *testing.T, limit time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(t, limit))
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -61,7 +61,7 @@ func startSession(t *testing.T, allowlistText string) (*cell.Session, *testutil.
 	s, err := cell.Start(testCtx(t, 2*time.Minute), cell.OwnerOptions{
 		Cellroot:  filepath.Join(binDir(t), "cellroot"),
 		Allowlist: writeAllowlist(t, filepath.Join(t.TempDir(), "allowlist.toml"), allowlistText),
-		Args:      []string{"--log-format", "json", "--ready-timeout", "90s"},
+		Args:      []string{"--log-format", "json", "--ready-timeout", testutil.Scaled(t, 90*time.Second).String()},
 		Stderr:    io.MultiWriter(log, testutil.LogWriter(t)),
 	})
 	if err != nil {
@@ -133,7 +133,7 @@ func sessionProcesses(session string) []string {
 // unit of its slice, no session dir.
 func requireGone(t *testing.T, session, dir string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 60*time.Second))
 	for {
 		procs := sessionProcesses(session)
 		units := sessionUnits(t, session)

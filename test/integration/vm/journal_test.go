@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellproject/cell/internal/testutil"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -29,7 +30,7 @@ func TestJournalHoldsEveryDecision(t *testing.T) {
 		t.Fatalf("grow unlisted: %v, want denied", err)
 	}
 	var allow, deny map[string]any
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 30*time.Second))
 	for allow == nil || deny == nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("journal entries of session %s: allow %v, deny %v", s.ID(), allow, deny)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 const scopeAllowlist = `
@@ -124,7 +125,7 @@ func TestScopeMemoryHogKilledAlone(t *testing.T) {
 	}
 	// The kernel's OOM kill, or systemd stopping the scope after it, ends
 	// the cell: either way its exit is audited as not a clean one.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 30*time.Second))
 	for {
 		status := ""
 		for _, line := range strings.Split(log.String(), "\n") {
@@ -239,7 +240,7 @@ func waitNoCellsOrScopes(t *testing.T, id string) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 60*time.Second))
 	for len(sessionProcesses(id)) > 0 || len(scopes()) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after SIGKILL of the root: processes %v, scopes %v", sessionProcesses(id), scopes())

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // payloadEnv names the environment variable that turns this test binary into
@@ -41,7 +43,7 @@ func uniqueName(t *testing.T, prefix string) string {
 // slow, so limits are generous and only guard against hangs.
 func testContext(t *testing.T, limit time.Duration) context.Context {
 	t.Helper()
-	deadline := time.Now().Add(limit)
+	deadline := time.Now().Add(testutil.Scaled(t, limit))
 	if d, ok := t.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
 		deadline = d.Add(-30 * time.Second)
 	}
