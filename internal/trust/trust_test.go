@@ -95,7 +95,7 @@ func TestLoadRefusesUnsafeModes(t *testing.T) {
 
 // TestDocExample keeps docs/trust.example.toml valid.
 func TestDocExample(t *testing.T) {
-	data, err := os.ReadFile("../docs/trust.example.toml")
+	data, err := os.ReadFile("../../docs/trust.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
