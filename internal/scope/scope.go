@@ -162,19 +162,19 @@ func (b *Backend) EndSession(ctx context.Context, session string) error {
 
 // CollectDead stops the slices of sessions that are no longer alive: a root
 // that was killed could not stop its own, and an empty slice stays loaded.
-// Only slices named like ours (cell-<16 hex>.slice), of sessions live says
+// Only slices named like ours (app-cell_<16 hex>.slice), of sessions live says
 // are dead, and holding no process are stopped: a session of another
 // runtime dir looks dead from here, but its slice is populated. It returns
 // the sessions it stopped.
 func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
-	units, err := b.conn.ListUnitsByPatternsContext(ctx, nil, []string{"cell-*.slice"})
+	units, err := b.conn.ListUnitsByPatternsContext(ctx, nil, []string{slicePrefix + "*.slice"})
 	if err != nil {
 		return nil, fmt.Errorf("list session slices: %w", err)
 	}
 	var stopped []string
 	var errs []error
 	for _, u := range units {
-		id, ok := strings.CutPrefix(strings.TrimSuffix(u.Name, ".slice"), "cell-")
+		id, ok := strings.CutPrefix(strings.TrimSuffix(u.Name, ".slice"), slicePrefix)
 		if !ok || !sessionIDPattern.MatchString(id) || live(id) || b.populated(ctx, u.Name) {
 			continue
 		}

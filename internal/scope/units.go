@@ -12,9 +12,15 @@ import (
 	"github.com/cellproject/cell/quota"
 )
 
-// SliceName is the slice holding every scope of a session. The dash makes
-// it a child of cell.slice, so all of Cell's sessions sit under one node.
-func SliceName(session string) string { return "cell-" + escape(session) + ".slice" }
+// SliceName is the slice holding every scope of a session. Its one dash
+// puts it under app.slice, the user manager's own home for applications,
+// which always exists: a parent of Cell's own (cell.slice) would be
+// created implicitly and then stay active after every session.
+func SliceName(session string) string { return slicePrefix + escape(session) + ".slice" }
+
+// slicePrefix starts every session slice's name; the underscore keeps the
+// session below app.slice rather than opening another level.
+const slicePrefix = "app-cell_"
 
 // UnitName is the scope of one launch. seq makes every launch's name unique:
 // a scope of an earlier instance of the same key may still be going away.

@@ -11,7 +11,7 @@ import (
 )
 
 func TestUnitNames(t *testing.T) {
-	if got := SliceName("0123abcd"); got != "cell-0123abcd.slice" {
+	if got := SliceName("0123abcd"); got != "app-cell_0123abcd.slice" {
 		t.Errorf("SliceName = %s", got)
 	}
 	got := UnitName("0123abcd", "my-cell@2", 7)

@@ -93,10 +93,12 @@ func systemctl(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// sessionUnits lists the loaded units of the session's slice.
+// sessionUnits lists the loaded units of the session: its slice
+// (app-cell_<session>.slice), its scopes (cell-<session>-....scope), and the
+// cell.slice an earlier naming left active after every session.
 func sessionUnits(t *testing.T, session string) []string {
 	t.Helper()
-	out := systemctl(t, "list-units", "--all", "--plain", "--no-legend", "cell-"+session+"*")
+	out := systemctl(t, "list-units", "--all", "--plain", "--no-legend", "cell-"+session+"*", "app-cell_"+session+"*", "cell.slice")
 	var units []string
 	for _, line := range strings.Split(out, "\n") {
 		if f := strings.Fields(line); len(f) > 0 {

@@ -82,7 +82,7 @@ func TestScopeLimitsReadBack(t *testing.T) {
 	}
 	unit := unitOf(t, s, "limited")
 	cg := cgroupOf(t, unit)
-	if !strings.Contains(cg, "cell-"+s.ID()+".slice") {
+	if !strings.Contains(cg, "app-cell_"+s.ID()+".slice") {
 		t.Errorf("scope cgroup %s is not in the session's slice", cg)
 	}
 	for file, want := range map[string]string{
