@@ -63,14 +63,21 @@ integration-vm:
 # (deploy/systemd); undo with `make uninstall-user`.
 install-user: build
 	install -D -m 0755 $(BIN)/cellroot $(HOME)/.local/bin/cellroot
-	install -D -m 0644 deploy/systemd/cellroot.socket $(HOME)/.config/systemd/user/cellroot.socket
-	install -D -m 0644 deploy/systemd/cellroot@.service $(HOME)/.config/systemd/user/cellroot@.service
+	# The units' Documentation= link points at this copy of the README, by
+	# absolute path, so the link works whether or not a manager expands %h there.
+	install -D -m 0644 README.md $(HOME)/.local/share/doc/cell/README.md
+	mkdir -p $(HOME)/.config/systemd/user
+	for u in cellroot.socket cellroot@.service; do \
+		sed 's|^Documentation=file://%h/|Documentation=file://$(HOME)/|' deploy/systemd/$$u >$(HOME)/.config/systemd/user/$$u && \
+		chmod 0644 $(HOME)/.config/systemd/user/$$u || exit 1; \
+	done
 	systemctl --user daemon-reload
 	systemctl --user enable --now cellroot.socket
 
 uninstall-user:
 	-systemctl --user disable --now cellroot.socket
 	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot
+	rm -rf $(HOME)/.local/share/doc/cell
 	-systemctl --user daemon-reload
 
 clean:
