@@ -126,11 +126,14 @@ need_host_packages() {
   sudo apt-get install -y --no-install-recommends ${missing[*]}
   (to build the image without root, mmdebstrap and uidmap too)"
 	fi
-	say "installing host packages: ${missing[*]}"
+	local log
+	log=$(mktemp /tmp/cell-vmlab-apt.XXXXXX.log)
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq || die "apt-get update failed"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-		die "apt-get install ${missing[*]} failed"
+	if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+		tail -n 30 "$log" >&2
+		die "apt-get install ${missing[*]} failed (log: $log)"
+	fi
+	say "installed host packages: ${missing[*]} (apt log: $log)"
 }
 
 # The Debian mirror the host's apt uses: the first 'deb' entry of a main
