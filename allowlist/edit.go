@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cellproject/cell/internal/atomicfile"
 )
 
 // ErrConflict: a grant would replace an entry the user wrote by hand.
@@ -170,29 +172,13 @@ func versioned(text string) string {
 	return head + "\n" + text
 }
 
-// WriteFile replaces the allowlist at path with data atomically (a new file
-// renamed over the old one), readable and writable by the user only.
+// WriteFile replaces the allowlist at path with data atomically, readable
+// and writable by the user only.
 func WriteFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("allowlist: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".allowlist-*.toml")
-	if err != nil {
-		return fmt.Errorf("allowlist: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("allowlist: write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("allowlist: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("allowlist: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("allowlist: %w", err)
 	}
 	return nil

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -53,33 +51,16 @@ printed as a [key.NAME] table for trust.toml (or added with --trust).
 	if err := trust.WritePrivateKey(*out, priv); err != nil {
 		return fail(err)
 	}
-	table := fmt.Sprintf("[key.%s]\ned25519 = %q\n", name, pub)
 	fmt.Fprintf(stdout, "private key: %s\npublic key:  %s\n", *out, pub)
 	if !*addTrust {
-		fmt.Fprintf(stdout, "\nTo trust it, add to trust.toml:\n\n%s", table)
+		fmt.Fprintf(stdout, "\nTo trust it, add to trust.toml:\n\n%s", trust.KeyTable(name, pub))
 		return 0
 	}
 	path, err := app.TrustPath()
 	if err != nil {
 		return fail(err)
 	}
-	text, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		text = []byte("# Keys whose signatures cellroot accepts; see docs/trust.md.\nversion = 1\n")
-	} else if err != nil {
-		return fail(err)
-	}
-	if len(text) > 0 && text[len(text)-1] != '\n' {
-		text = append(text, '\n')
-	}
-	text = append(append(text, '\n'), table...)
-	if _, err := trust.Parse(path, text); err != nil {
-		return fail(fmt.Errorf("not adding the key, trust.toml would be invalid: %w", err))
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fail(err)
-	}
-	if err := os.WriteFile(path, text, 0o600); err != nil {
+	if err := trust.AddKey(path, name, pub); err != nil {
 		return fail(err)
 	}
 	fmt.Fprintf(stdout, "trusted as [key.%s] in %s\n", name, path)
