@@ -6,11 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/cellproject/cell/internal/app"
-	"github.com/cellproject/cell/internal/cellbuild"
 	"github.com/cellproject/cell/internal/trust"
 )
 
@@ -50,51 +47,16 @@ Flags:
 		return fail(err)
 	}
 	for _, p := range fl.Args() {
-		abs, err := filepath.Abs(p)
+		signed, err := app.Sign(key, p)
+		for _, sg := range signed {
+			if sg.What == "binary" {
+				fmt.Fprintf(stdout, "signed binary (sha256 %s) into %s\n", sg.Sum, sg.File)
+			} else {
+				fmt.Fprintf(stdout, "signed cell %s (source sha256 %s) into %s\n", sg.What, sg.Sum, sg.File)
+			}
+		}
 		if err != nil {
 			return fail(err)
-		}
-		fi, err := os.Stat(abs)
-		if err != nil {
-			return fail(err)
-		}
-		if fi.Mode().IsRegular() {
-			sum, err := cellbuild.FileSHA256(abs)
-			if err != nil {
-				return fail(err)
-			}
-			if err := os.WriteFile(abs+".sig", trust.Sign(key, trust.KindBinary, sum), 0o644); err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "signed binary %s (sha256 %s) into %s.sig\n", abs, sum, abs)
-			continue
-		}
-		var cells []*app.Cell
-		if m, _, err := app.LoadManifest(filepath.Join(abs, app.ManifestName)); err == nil {
-			cells = append(cells, &app.Cell{Manifest: *m, Dir: abs})
-		} else {
-			a, err := app.Discover(abs)
-			if err != nil {
-				return fail(err)
-			}
-			for _, n := range a.Order {
-				cells = append(cells, a.Cells[n])
-			}
-		}
-		for _, c := range cells {
-			src, err := cellbuild.SourceOf(c.Name, c.Dir)
-			if err != nil {
-				return fail(err)
-			}
-			sum, err := src.Hash()
-			if err != nil {
-				return fail(err)
-			}
-			out := filepath.Join(c.Dir, cellbuild.SignatureName)
-			if err := os.WriteFile(out, trust.Sign(key, trust.KindSource, sum), 0o644); err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "signed cell %s (source sha256 %s) into %s\n", c.Name, sum, out)
 		}
 	}
 	return 0
