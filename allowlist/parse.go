@@ -136,15 +136,6 @@ func (p *parser) session(t map[string]any, s *Session) {
 	}
 }
 
-var backends = map[string]cellspec.Backend{
-	"":        cellspec.Auto,
-	"auto":    cellspec.Auto,
-	"bwrap":   cellspec.Bwrap,
-	"process": cellspec.Process,
-	"podman":  cellspec.Podman,
-	"scope":   cellspec.Scope,
-}
-
 // cell decodes one [cell.NAME] table; ok is false when it had a problem.
 func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 	before := len(p.errs)
@@ -174,7 +165,7 @@ func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 	}
 	if v, ok := t["backend"]; ok {
 		if s, ok := p.str(key("backend"), v); ok {
-			b, known := backends[s]
+			b, known := cellspec.ParseBackend(s)
 			if !known {
 				p.fail(key("backend"), nil, "unknown backend %q: want auto, scope, podman, bwrap or process", s)
 			}
@@ -282,55 +273,11 @@ func checkExec(s string) string {
 }
 
 func (p *parser) limits(key []string, t map[string]any) quota.Limits {
-	var l quota.Limits
-	sub := func(k string) []string { return append(slices.Clone(key), k) }
-	if v, ok := t["memory"]; ok {
-		switch m := v.(type) {
-		case string:
-			n, err := quota.ParseMemory(m)
-			if err != nil {
-				p.fail(sub("memory"), err, "%v", err)
-			}
-			l.MemoryBytes = n
-		case int64:
-			if m < 1 {
-				p.fail(sub("memory"), nil, "%d bytes: must be at least 1; leave memory out for no limit", m)
-			} else {
-				l.MemoryBytes = uint64(m)
-			}
-		default:
-			p.fail(sub("memory"), nil, `must be a size such as "256M" or a number of bytes, not %s`, typeName(v))
-		}
-	}
-	if v, ok := t["cpu"]; ok {
-		l.CPU = p.cpu(sub("cpu"), v)
-	}
-	if v, ok := t["pids"]; ok {
-		if n, ok := p.integer(sub("pids"), v, 1, math.MaxInt64); ok {
-			l.Pids = uint64(n)
-		}
+	l, errs := quota.FromTOML(t)
+	for _, e := range errs {
+		p.fail(append(slices.Clone(key), e.Key), e.Err, "%s", e.Msg)
 	}
 	return l
-}
-
-// cpu accepts an integer or a float: TOML reads "cpu = 2" as an integer.
-func (p *parser) cpu(key []string, v any) float64 {
-	var cpu float64
-	switch n := v.(type) {
-	case float64:
-		cpu = n
-	case int64:
-		cpu = float64(n)
-	default:
-		p.fail(key, nil, "must be a number of cores such as 0.5, not %s", typeName(v))
-		return 0
-	}
-	if cpu == 0 {
-		p.fail(key, nil, "0 cores: leave cpu out for no limit")
-	} else if err := (quota.Limits{CPU: cpu}).Validate(); err != nil {
-		p.fail(key, err, "%v", err)
-	}
-	return cpu
 }
 
 // unknownKeys reports each key the schema does not have, once per unknown
@@ -385,7 +332,7 @@ func unknownPart(k toml.Key) int {
 func (p *parser) table(key []string, v any) (map[string]any, bool) {
 	t, ok := v.(map[string]any)
 	if !ok {
-		p.fail(key, nil, "must be a table, not %s", typeName(v))
+		p.fail(key, nil, "must be a table, not %s", tomlpos.TypeName(v))
 	}
 	return t, ok
 }
@@ -393,7 +340,7 @@ func (p *parser) table(key []string, v any) (map[string]any, bool) {
 func (p *parser) str(key []string, v any) (string, bool) {
 	s, ok := v.(string)
 	if !ok {
-		p.fail(key, nil, "must be a string, not %s", typeName(v))
+		p.fail(key, nil, "must be a string, not %s", tomlpos.TypeName(v))
 	}
 	return s, ok
 }
@@ -401,7 +348,7 @@ func (p *parser) str(key []string, v any) (string, bool) {
 func (p *parser) boolean(key []string, v any) (bool, bool) {
 	b, ok := v.(bool)
 	if !ok {
-		p.fail(key, nil, "must be true or false, not %s", typeName(v))
+		p.fail(key, nil, "must be true or false, not %s", tomlpos.TypeName(v))
 	}
 	return b, ok
 }
@@ -410,7 +357,7 @@ func (p *parser) boolean(key []string, v any) (bool, bool) {
 func (p *parser) integer(key []string, v any, lo, hi int64) (int, bool) {
 	n, ok := v.(int64)
 	if !ok {
-		p.fail(key, nil, "must be an integer, not %s", typeName(v))
+		p.fail(key, nil, "must be an integer, not %s", tomlpos.TypeName(v))
 		return 0, false
 	}
 	if n < lo || n > hi {
@@ -424,41 +371,19 @@ func (p *parser) integer(key []string, v any, lo, hi int64) (int, bool) {
 func (p *parser) strings(key []string, v any) []string {
 	a, ok := v.([]any)
 	if !ok {
-		p.fail(key, nil, "must be an array of strings, not %s", typeName(v))
+		p.fail(key, nil, "must be an array of strings, not %s", tomlpos.TypeName(v))
 		return nil
 	}
 	out := make([]string, 0, len(a))
 	for i, e := range a {
 		s, ok := e.(string)
 		if !ok {
-			p.fail(key, nil, "element %d must be a string, not %s", i, typeName(e))
+			p.fail(key, nil, "element %d must be a string, not %s", i, tomlpos.TypeName(e))
 			continue
 		}
 		out = append(out, s)
 	}
 	return out
-}
-
-// typeName names a decoded TOML value's type for error messages.
-func typeName(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case map[string]any:
-		return "a table"
-	case []map[string]any:
-		return "an array of tables"
-	case []any:
-		return "an array"
-	default:
-		return "a date or time"
-	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -83,13 +83,6 @@ func (p *Positions) Line(key ...string) int {
 var manifestKeys = []string{"version", "name", "description", "autostart", "depends_on", "spawn",
 	"network", "limits", "idle_timeout", "backend", "max_instances"}
 
-var limitKeys = []string{"memory", "cpu", "pids"}
-
-var backendNames = map[string]cellspec.Backend{
-	"": cellspec.Auto, "auto": cellspec.Auto, "scope": cellspec.Scope,
-	"podman": cellspec.Podman, "bwrap": cellspec.Bwrap, "process": cellspec.Process,
-}
-
 // ParseManifest parses a Cell.toml; path is used in errors only. The first
 // problem in file order is returned as an *Error wrapping ErrManifest.
 func ParseManifest(path string, data []byte) (*Manifest, *Positions, error) {
@@ -111,7 +104,7 @@ func ParseManifest(path string, data []byte) (*Manifest, *Positions, error) {
 		switch {
 		case !slices.Contains(manifestKeys, k[0]):
 			c.fail(k[:1], "unknown key (see docs/cell-toml.md for the schema)")
-		case k[0] == "limits" && len(k) > 1 && !slices.Contains(limitKeys, k[1]):
+		case k[0] == "limits" && len(k) > 1 && !slices.Contains(quota.TOMLKeys, k[1]):
 			c.fail(k[:2], "unknown key (limits has memory, cpu and pids)")
 		}
 	}
@@ -175,7 +168,7 @@ func (c *checker) manifest(raw map[string]any) *Manifest {
 	}
 	if v, ok := raw["backend"]; ok {
 		if s, ok := c.str("backend", v); ok {
-			b, known := backendNames[s]
+			b, known := cellspec.ParseBackend(s)
 			if !known {
 				c.fail([]string{"backend"}, "unknown backend %q: want auto, scope, podman, bwrap or process", s)
 			}
@@ -201,46 +194,9 @@ func (c *checker) manifest(raw map[string]any) *Manifest {
 }
 
 func (c *checker) limits(t map[string]any) quota.Limits {
-	var l quota.Limits
-	if v, ok := t["memory"]; ok {
-		switch x := v.(type) {
-		case string:
-			n, err := quota.ParseMemory(x)
-			if err != nil {
-				c.fail([]string{"limits", "memory"}, "%v", err)
-			}
-			l.MemoryBytes = n
-		case int64:
-			if x < 1 {
-				c.fail([]string{"limits", "memory"}, "must be at least 1 byte")
-			}
-			l.MemoryBytes = uint64(max(x, 0))
-		default:
-			c.fail([]string{"limits", "memory"}, "must be a size such as \"256M\" or a number of bytes")
-		}
-	}
-	if v, ok := t["cpu"]; ok {
-		switch x := v.(type) {
-		case float64:
-			l.CPU = x
-		case int64:
-			l.CPU = float64(x)
-		default:
-			c.fail([]string{"limits", "cpu"}, "must be a number of cores such as 0.5")
-		}
-		if l.CPU <= 0 {
-			c.fail([]string{"limits", "cpu"}, "must be more than 0 cores")
-		}
-	}
-	if v, ok := t["pids"]; ok {
-		if n, isInt := v.(int64); !isInt || n < 1 {
-			c.fail([]string{"limits", "pids"}, "must be an integer of at least 1")
-		} else {
-			l.Pids = uint64(n)
-		}
-	}
-	if err := l.Validate(); err != nil && len(c.errs) == 0 {
-		c.fail([]string{"limits"}, "%v", err)
+	l, errs := quota.FromTOML(t)
+	for _, e := range errs {
+		c.fail([]string{"limits", e.Key}, "%s", e.Msg)
 	}
 	return l
 }

@@ -25,6 +25,19 @@ const (
 	Scope Backend = "scope"
 )
 
+// ParseBackend reads a backend as the allowlist and Cell.toml write it:
+// "auto" (or nothing) and the names above.
+func ParseBackend(s string) (Backend, bool) {
+	switch b := Backend(s); b {
+	case Auto, Bwrap, Process, Podman, Scope:
+		return b, true
+	}
+	if s == "auto" {
+		return Auto, true
+	}
+	return "", false
+}
+
 // Spec is one cell launch.
 type Spec struct {
 	// Name is the cell's name; Key is the instance key ("name" or "name@inst").
