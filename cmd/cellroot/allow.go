@@ -16,6 +16,7 @@ import (
 	"github.com/cellproject/cell/internal/app"
 	"github.com/cellproject/cell/internal/cellbuild"
 	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 func runAllow(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -43,7 +44,7 @@ Cell.toml changes; --revoke removes the app's blocks.
 		fmt.Fprintf(stderr, "cellroot allow: %v\n", err)
 		return 1
 	}
-	path, err := app.AllowlistPath(*alFlag)
+	path, err := rundir.AllowlistPath(*alFlag)
 	if err != nil {
 		return fail(err)
 	}

@@ -51,7 +51,7 @@ Flags:
 		fmt.Fprintf(stdout, "runtime dir: %s\n", base)
 	}
 
-	path, err := allowlistPath(*alPath)
+	path, err := rundir.AllowlistPath(*alPath)
 	if err == nil {
 		var al *allowlist.File
 		al, err = allowlist.Load(path)

@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cellproject/cell/internal/app"
 	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/internal/trust"
 )
 
@@ -56,7 +56,7 @@ printed as a [key.NAME] table for trust.toml (or added with --trust).
 		fmt.Fprintf(stdout, "\nTo trust it, add to trust.toml:\n\n%s", trust.KeyTable(name, pub))
 		return 0
 	}
-	path, err := app.TrustPath()
+	path, err := rundir.TrustPath()
 	if err != nil {
 		return fail(err)
 	}

@@ -107,7 +107,7 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	}
 
 	cfg := supervisor.Config{Base: base, Log: log, ReadyTimeout: o.readyTimeout, StopGrace: o.stopGrace}
-	path, err := allowlistPath(o.allowlist)
+	path, err := rundir.AllowlistPath(o.allowlist)
 	if err == nil {
 		cfg.Allowlist, err = allowlist.Load(path)
 	}
@@ -229,21 +229,6 @@ func fileConn(f *os.File, what string) (net.Conn, error) {
 		return nil, fmt.Errorf("umbilical %s is not a unix socket", what)
 	}
 	return conn, nil
-}
-
-// allowlistPath resolves which allowlist file applies.
-func allowlistPath(flagValue string) (string, error) {
-	if flagValue != "" {
-		return flagValue, nil
-	}
-	if p := os.Getenv("CELL_ALLOWLIST"); p != "" {
-		return p, nil
-	}
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("find the allowlist: %w", err)
-	}
-	return dir + "/cell/allowlist.toml", nil
 }
 
 func newLogger(format string, w io.Writer) (*zap.Logger, error) {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"go.uber.org/zap"
@@ -15,6 +13,7 @@ import (
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/internal/cellbuild"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // ErrNotGranted: a cell to start has no allowlist entry for this app's
@@ -46,22 +45,6 @@ type Running struct {
 	Builds []cellbuild.Result
 	// Started lists the cells started, in the order they were.
 	Started []string
-}
-
-// AllowlistPath resolves the allowlist as cellroot serve does: flagValue,
-// else $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml.
-func AllowlistPath(flagValue string) (string, error) {
-	if flagValue != "" {
-		return flagValue, nil
-	}
-	if p := os.Getenv("CELL_ALLOWLIST"); p != "" {
-		return p, nil
-	}
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("find the allowlist: %w", err)
-	}
-	return filepath.Join(dir, "cell", "allowlist.toml"), nil
 }
 
 // Build discovers the app at dir and builds every cell, in dependency order.
@@ -125,7 +108,7 @@ func Run(ctx context.Context, dir string, opts Options) (*Running, error) {
 }
 
 func checkGranted(a *App, order []string, opts Options) error {
-	path, err := AllowlistPath(opts.Allowlist)
+	path, err := rundir.AllowlistPath(opts.Allowlist)
 	if err != nil {
 		return err
 	}

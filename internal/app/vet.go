@@ -5,30 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/internal/cellbuild"
 	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/internal/trust"
 )
-
-// EnvTrust names trust.toml when set; else $XDG_CONFIG_HOME/cell/trust.toml.
-const EnvTrust = "CELL_TRUST"
-
-// TrustPath resolves which trust.toml applies.
-func TrustPath() (string, error) {
-	if p := os.Getenv(EnvTrust); p != "" {
-		return p, nil
-	}
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("find trust.toml: %w", err)
-	}
-	return filepath.Join(dir, "cell", "trust.toml"), nil
-}
 
 // ErrRefused is wrapped by every vetting failure.
 var ErrRefused = errors.New("refused")
@@ -45,7 +30,7 @@ var ErrRefused = errors.New("refused")
 //     pinned one;
 //   - require_signature: Cell.sig (source) or EXEC.sig (binary) verifies
 //     against a key of trust.toml, read at each launch (trustPath "" means
-//     TrustPath()), so a key removed from it stops counting at once.
+//     rundir.TrustPath()), so a key removed from it stops counting at once.
 //
 // Entries with none of these are left to policy alone. The hook holds no
 // state and is safe for concurrent use.
@@ -115,7 +100,7 @@ func vet(e allowlist.Cell, exec, trustPath string) error {
 	}
 	if trustPath == "" {
 		var err error
-		if trustPath, err = TrustPath(); err != nil {
+		if trustPath, err = rundir.TrustPath(); err != nil {
 			return err
 		}
 	}
