@@ -133,7 +133,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*process.Inst
 	if err := checkSpec(spec); err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
-	path, err := resolve(b.path)
+	path, err := Find(b.path)
 	if err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
@@ -179,8 +179,14 @@ func checkPath(what, p string) error {
 	return nil
 }
 
-// resolve finds the bwrap binary.
-func resolve(path string) (string, error) {
+// Find is the one way Cell finds bubblewrap: path ("" means DefaultPath on
+// $PATH) made absolute, because sandboxes and the scope gate run with an
+// environment that has no PATH. A missing binary is ErrNotInstalled, with
+// the install command.
+func Find(path string) (string, error) {
+	if path == "" {
+		path = DefaultPath
+	}
 	p, err := exec.LookPath(path)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q: %v (install it: apt-get install bubblewrap)", ErrNotInstalled, path, err)

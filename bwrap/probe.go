@@ -42,7 +42,7 @@ func Probe(ctx context.Context, bwrapPath string) error {
 	if bwrapPath == "" {
 		bwrapPath = DefaultPath
 	}
-	path, err := resolve(bwrapPath)
+	path, err := Find(bwrapPath)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}

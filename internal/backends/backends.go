@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 
 	"go.uber.org/zap"
 
@@ -122,12 +121,7 @@ func (s *Set) openScope(o Options) func(context.Context) error {
 			}
 			gate = self
 		}
-		name := o.Bwrap
-		if name == "" {
-			name = bwrap.DefaultPath
-		}
-		// The gate runs with the cell's environment, which has no PATH.
-		bw, err := exec.LookPath(name)
+		bw, err := bwrap.Find(o.Bwrap)
 		if err != nil {
 			return fmt.Errorf("scopes run bubblewrap: %w", err)
 		}

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cellproject/cell/bwrap"
 )
 
 // Flags are the build flags every cell is built with; they are part of the
@@ -255,13 +257,9 @@ func (b *Builder) compile(ctx context.Context, tc toolchain, src Source, cache, 
 		return "", fmt.Errorf("build: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	bwrapBin := b.Bwrap
-	if bwrapBin == "" {
-		bwrapBin = "bwrap"
-	}
-	bw, err := exec.LookPath(bwrapBin)
+	bw, err := bwrap.Find(b.Bwrap)
 	if err != nil {
-		return "", fmt.Errorf("%w: bubblewrap %q: %v (apt-get install bubblewrap)", ErrToolchain, bwrapBin, err)
+		return "", fmt.Errorf("%w: %v", ErrToolchain, err)
 	}
 	gocache := filepath.Join(cache, "gocache")
 	args, env := sandboxArgs(tc, src, tmp, gocache)

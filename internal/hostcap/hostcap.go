@@ -6,7 +6,6 @@ package hostcap
 import (
 	"context"
 	"os"
-	"os/exec"
 
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/internal/cellspec"
@@ -43,13 +42,9 @@ func Detect(ctx context.Context, opts Options) Report {
 	}}
 	r.Capabilities[cellspec.Podman] = detectPodman(ctx, opts.Podman)
 	r.Capabilities[cellspec.Scope] = policy.Capability{Reason: "needs bubblewrap, which is unavailable"}
-	name := opts.Bwrap
-	if name == "" {
-		name = "bwrap"
-	}
-	path, err := exec.LookPath(name)
+	path, err := bwrap.Find(opts.Bwrap)
 	if err != nil {
-		r.Capabilities[cellspec.Bwrap] = policy.Capability{Reason: "bubblewrap not found (" + err.Error() + "); install it: apt-get install bubblewrap"}
+		r.Capabilities[cellspec.Bwrap] = policy.Capability{Reason: err.Error()}
 		return r
 	}
 	if err := bwrap.Probe(ctx, path); err != nil {
