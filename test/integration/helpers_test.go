@@ -232,7 +232,7 @@ func sessionLeftovers(t *testing.T, id string, extra ...int) []string {
 // are gone from base, and fails with what is left otherwise.
 func requireGone(t *testing.T, base, id string, extra ...int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 10*time.Second))
 	for {
 		procs := sessionLeftovers(t, id, extra...)
 		var files []string
@@ -254,7 +254,7 @@ func requireGone(t *testing.T, base, id string, extra ...int) {
 // requireNoProcesses waits until no process of the session remains.
 func requireNoProcesses(t *testing.T, id string, extra ...int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 10*time.Second))
 	for {
 		procs := sessionLeftovers(t, id, extra...)
 		if len(procs) == 0 {

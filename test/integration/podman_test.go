@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/internal/hostcap"
+	"github.com/cellproject/cell/internal/testutil"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -91,7 +92,7 @@ func podmanContainers(t *testing.T, filters ...string) []string {
 // no Podman cleanup runs.
 func requireNoContainers(t *testing.T, session string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 15*time.Second))
 	for {
 		left := podmanContainers(t, "cell.session="+session)
 		if len(left) == 0 {
@@ -110,7 +111,7 @@ func requireNoContainers(t *testing.T, session string) {
 // test and load the machine under the next ones.
 func requireNoCleanups(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 15*time.Second))
 	for {
 		var left []string
 		for _, p := range processes(t) {

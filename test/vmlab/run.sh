@@ -265,7 +265,9 @@ vmlab_packages() {
 }
 
 # A build constraint line that asks for the vmlab tag (not !vmlab).
-vmlab_constraint='^//go:build(.*[ (])?vmlab([ )]|$)'
+# A file of the lab only: exactly this line (files that also build for the
+# host say "integration || vmlab" and run there).
+vmlab_constraint='^//go:build vmlab$'
 
 # vm_only_run PKG prints a -test.run pattern naming the tests of PKG's
 # vmlab-tagged files when PKG also has test files without the tag: those
