@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -15,6 +16,9 @@ const (
 	RestartOnFailure = "on-failure"
 	RestartAlways    = "always"
 )
+
+// codeRestartLimit is the audit code of a restart refused past the limit.
+const codeRestartLimit = "restart_limit"
 
 // exitedOK is the ExitStatus of an instance that exited 0, on every backend.
 const exitedOK = "exited 0"
@@ -60,8 +64,8 @@ func (s *Session) restartAfter(e *cellEntry, status string) bool {
 		}
 		in, err := s.startInstance(e, e.spec, func(in *instance) { s.mu.Lock(); e.cur = in; s.mu.Unlock() })
 		reason := fmt.Sprintf("restart %d of at most %d in %s (%s) after %s", attempt, pol.Limit, pol.Window, pol.Mode, status)
-		ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
-			Backend: string(e.backend), Limits: e.spec.Limits.String(), Reason: reason}
+		ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: e.parent, Cell: e.name, Key: e.key, Allow: true,
+			Code: string(policy.OK), Backend: string(e.backend), Limits: e.spec.Limits.String(), Reason: reason}
 		if in != nil {
 			ev.ID = in.inst.ID()
 		} else {
@@ -135,8 +139,10 @@ func (s *Session) closed() bool {
 func (s *Session) fail(e *cellEntry, status string) {
 	pol := e.spec.Restart
 	reason := fmt.Sprintf("cell %q failed: more than %d restarts in %s; last exit: %s", e.key, pol.Limit, pol.Window, status)
-	s.cfg.Audit.Record(audit.Event{Kind: audit.KindExit, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
-		Backend: string(e.backend), ExitStatus: status, Reason: reason})
+	// Recorded as the restart the root refuses: the exit itself is
+	// recorded already.
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: e.parent, Cell: e.name, Key: e.key,
+		Code: codeRestartLimit, Backend: string(e.backend), ExitStatus: status, Reason: reason})
 	s.cfg.Log.Error("cell failed", zap.String("cell", e.key), zap.String("status", status))
 	s.mu.Lock()
 	s.failures = append(s.failures, reason)

@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -44,10 +45,11 @@ func (s *Session) upgrade(req wire.Request) wire.Reply {
 		s.mu.Unlock()
 	}()
 
-	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
+	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Cell: e.name, Key: e.key, Allow: true, Code: string(policy.OK),
 		Backend: string(e.backend), Limits: spec.Limits.String(), Reason: "upgrade: new instance"}
 	if s.cfg.Vet != nil {
 		if err := s.cfg.Vet(s.life, spec); err != nil {
+			ev.Allow, ev.Code = false, string(policy.Unverified)
 			ev.Reason += "; refused: " + err.Error()
 			s.cfg.Audit.Record(ev)
 			return refuse("the new build failed verification: %v; the old instance keeps serving", err)
@@ -79,7 +81,7 @@ func (s *Session) upgrade(req wire.Request) wire.Reply {
 	s.writeRecordLocked()
 	s.mu.Unlock()
 
-	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStop, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStop, Session: s.id, Cell: e.name, Key: e.key, Allow: true, Code: string(policy.OK),
 		Backend: string(e.backend), ID: old.inst.ID(), Reason: "upgrade: draining the old instance, replaced by " + in.inst.ID()})
 	s.cfg.Log.Info("cell upgraded", zap.String("cell", key), zap.String("old", old.inst.ID()), zap.String("new", in.inst.ID()))
 	s.stopInstance(old, "replaced by an upgrade")

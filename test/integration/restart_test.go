@@ -109,7 +109,7 @@ func TestRestartPolicy(t *testing.T) {
 	waitFor(t, "crashy to leave the list", func() bool { return !listed(t, s, "crashy") })
 	var failRec bool
 	for _, rec := range auditRecords(log.String()) {
-		if reason, _ := rec["reason"].(string); rec["key"] == "crashy" && strings.Contains(reason, "failed: more than 5 restarts") {
+		if reason, _ := rec["reason"].(string); rec["key"] == "crashy" && rec["code"] == "restart_limit" && strings.Contains(reason, "failed: more than 5 restarts") {
 			failRec = true
 		}
 	}

@@ -203,10 +203,18 @@ func TestUpgradeBadInput(t *testing.T) {
 	if after == before {
 		t.Fatal("control: the upgrade left the same instance serving")
 	}
-	// A broken new build: the binary cannot be run.
-	if err := os.WriteFile(exe, []byte("not a program\n"), 0o755); err != nil {
-		t.Fatal(err)
+	// A broken new build: the binary cannot be run. Installed by rename,
+	// as a build is: the running instance keeps its file.
+	install := func(data []byte) {
+		t.Helper()
+		if err := os.WriteFile(exe+".new", data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(exe+".new", exe); err != nil {
+			t.Fatal(err)
+		}
 	}
+	install([]byte("not a program\n"))
 	err = s.Upgrade(ctx, "server")
 	t.Logf("upgrade to a broken build: %v", err)
 	if !wire.IsCode(err, wire.CodeUpgradeFailed) || !strings.Contains(err.Error(), "old instance keeps serving") {
@@ -215,9 +223,7 @@ func TestUpgradeBadInput(t *testing.T) {
 	if got := instanceToken(t, s); got != after {
 		t.Errorf("after a failed upgrade another instance answers")
 	}
-	if err := os.WriteFile(exe, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	install(data)
 
 	// Racing a stop.
 	errs := make(chan error, 2)
