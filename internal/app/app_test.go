@@ -185,7 +185,7 @@ func TestGrantParsesAndMatchesRequest(t *testing.T) {
 
 // TestDocExample keeps docs/Cell.example.toml valid.
 func TestDocExample(t *testing.T) {
-	m, _, err := LoadManifest("../docs/Cell.example.toml")
+	m, _, err := LoadManifest("../../docs/Cell.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
