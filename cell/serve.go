@@ -85,19 +85,20 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 	}
 	log = log.With(zap.String("cell", key))
 
-	// Watch the root before taking the listener: from then on the root
-	// counts this cell as ready, and the cell must then notice its death.
-	gone, stopWatch, err := watchUmbilical(ctx, s)
-	if err != nil {
-		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
-	}
-	defer stopWatch()
-
+	// Taking the listener first answers the spawn soonest; connections
+	// queue in the socket's backlog meanwhile. Should the root die before
+	// the watch below starts, its dial fails and Serve ends.
 	ln, release, err := listen(ctx, s, key, log)
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", key, err)
 	}
 	defer release()
+	gone, stopWatch, err := watchUmbilical(ctx, s)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
+	}
+	defer stopWatch()
 
 	srv := newServer(h, log)
 	acceptErr := make(chan error, 1)

@@ -88,3 +88,30 @@ func vandal(arg string) ([]byte, error) {
 	})
 	return json.Marshal(out)
 }
+
+// EnvBenchListen, when set, makes testcell a bare server for the spawn
+// benchmark's baseline: before main runs it binds a Unix socket at that
+// path, writes one line to stdout once it listens (connections succeed from
+// then on) and accepts until it is killed. It is the same binary the root
+// launches, started with no root, to the same point of readiness.
+const EnvBenchListen = "TESTCELL_BENCH_LISTEN"
+
+func init() {
+	path := os.Getenv(EnvBenchListen)
+	if path == "" {
+		return
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		os.Stderr.WriteString("testcell: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+	os.Stdout.WriteString("listening\n")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		c.Close()
+	}
+}
