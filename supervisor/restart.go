@@ -39,19 +39,20 @@ type restartState struct {
 // ended by itself with status. It returns false when the cell is to stay
 // down (no policy, a clean exit under on-failure, the session ending, or the
 // limit reached, which fails the cell); true when it was restarted or the
-// entry was stopped meanwhile (stopEntry retires it then).
+// entry was stopped meanwhile (stopEntry retires it then). A restart that
+// fails to serve counts as one more crash.
 func (s *Session) restartAfter(e *cellEntry, status string) bool {
 	pol := e.spec.Restart
 	if pol.Mode == "" || (pol.Mode == RestartOnFailure && status == exitedOK) {
 		return false
 	}
 	for {
-		attempt, ok := s.beginRestart(e)
-		if !ok {
+		attempt, verdict := s.beginRestart(e)
+		switch verdict {
+		case restartStopped:
+			return true
+		case restartLimit:
 			s.fail(e, status)
-			return false
-		}
-		if s.closed() {
 			return false
 		}
 		backoff := min(restartBackoffMin<<(attempt-1), restartBackoffMax)
@@ -98,13 +99,22 @@ func (s *Session) restartAfter(e *cellEntry, status string) bool {
 	}
 }
 
-// beginRestart counts one more restart of e; ok is false past the limit.
-func (s *Session) beginRestart(e *cellEntry) (attempt int, ok bool) {
+// What beginRestart found.
+const (
+	restartGo      = iota
+	restartLimit   // one more restart would pass the limit
+	restartStopped // a stop or the session's end came first
+)
+
+// beginRestart counts one more restart of e, unless the limit is reached or
+// e is no longer meant to run.
+func (s *Session) beginRestart(e *cellEntry) (attempt, verdict int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e.state == stateRunning {
-		e.state = stateRestarting
+	if s.closing || (e.state != stateRunning && e.state != stateRestarting) {
+		return 0, restartStopped
 	}
+	e.state = stateRestarting
 	now := time.Now()
 	pol := e.spec.Restart
 	kept := e.restart.times[:0]
@@ -115,10 +125,10 @@ func (s *Session) beginRestart(e *cellEntry) (attempt int, ok bool) {
 	}
 	e.restart.times = kept
 	if len(kept) >= pol.Limit {
-		return 0, false
+		return 0, restartLimit
 	}
 	e.restart.times = append(e.restart.times, now)
-	return len(e.restart.times), true
+	return len(e.restart.times), restartGo
 }
 
 // stillRestarting reports whether nobody stopped e while it was restarting.
@@ -126,12 +136,6 @@ func (s *Session) stillRestarting(e *cellEntry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return e.state == stateRestarting && !s.closing
-}
-
-func (s *Session) closed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
 }
 
 // fail records that e crashed past its restart limit and tells whoever
