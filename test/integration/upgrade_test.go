@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -195,9 +196,19 @@ func TestUpgradeBadInput(t *testing.T) {
 	if err := s.Upgrade(ctx, "bad/name"); err == nil {
 		t.Errorf("upgrade of a bad name succeeded")
 	}
-	// Control: the copy upgrades fine.
-	if err := s.Upgrade(ctx, "server"); err != nil {
-		t.Fatalf("control: upgrade: %v", err)
+	// A cell's environment cannot upgrade: only the owner may.
+	cli := exec.CommandContext(ctx, filepath.Join(binDir(t), "cellroot"), "upgrade", "server")
+	cli.Env = append(s.Env(), "CELL_NAME=server")
+	if out, err := cli.CombinedOutput(); err == nil {
+		t.Errorf("cellroot upgrade with a cell's environment succeeded:\n%s", out)
+	}
+	// Control: the copy upgrades fine, here through `cellroot upgrade` run
+	// with the owner's environment, as an owner's trusted child would.
+	cli = exec.CommandContext(ctx, filepath.Join(binDir(t), "cellroot"), "upgrade", "server")
+	cli.Env = append(s.Env(), "PATH="+os.Getenv("PATH"))
+	out, err := cli.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded server") {
+		t.Fatalf("control: cellroot upgrade server: %v\n%s", err, out)
 	}
 	after := instanceToken(t, s)
 	if after == before {
