@@ -264,10 +264,7 @@ func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event)
 	}
 	decision.ID = in.inst.ID()
 	s.cfg.Audit.Record(decision)
-	if err == nil {
-		err = s.awaitServing(in)
-	}
-	if err != nil {
+	if err := s.awaitServing(in); err != nil {
 		// The exit goroutine leaves a starting entry to us.
 		s.stopInstance(in, "not ready: "+err.Error())
 		s.retire(e)
