@@ -87,6 +87,8 @@ type Cell struct {
 	// verifies against a key of trust.toml: of the source tree when Source
 	// is set, else of the binary.
 	RequireSignature bool
+	// Restart is the restart policy granted (restart.go); zero: none.
+	Restart cellspec.Restart
 	// Line is where the cell's table starts in the file.
 	Line int
 }

@@ -216,6 +216,7 @@ func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 	if v, ok := t["require_signature"]; ok {
 		c.RequireSignature, _ = p.boolean(key("require_signature"), v)
 	}
+	c.Restart = p.restart(key, t)
 	return c, len(p.errs) == before
 }
 
@@ -303,7 +304,7 @@ func (p *parser) unknownKeys(keys []toml.Key) {
 var (
 	sessionKeys = []string{"max_cells", "max_depth"}
 	cellKeys    = []string{"exec", "args", "backend", "network", "spawn", "max_instances", "accept_unenforced_limits", "limits",
-		"source", "sha256", "source_sha256", "require_signature"}
+		"source", "sha256", "source_sha256", "require_signature", "restart", "restart_limit", "restart_window"}
 	limitKeys = []string{"memory", "cpu", "pids"}
 )
 

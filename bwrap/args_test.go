@@ -21,26 +21,24 @@ func TestArgs(t *testing.T) {
 		spec: cellspec.Spec{Exec: "/opt/cells/echo", SessionDir: "/run/user/1000/cell/s1"},
 		want: head + common +
 			"--dir /run --dir /run/user --dir /run/user/1000 --dir /run/user/1000/cell " +
-			"--bind /run/user/1000/cell/s1 /run/user/1000/cell/s1 " +
-			"--ro-bind /run/user/1000/cell/s1/umbilical.sock /run/user/1000/cell/s1/umbilical.sock " +
+			"--ro-bind /run/user/1000/cell/s1 /run/user/1000/cell/s1 " +
 			"--dir /opt --dir /opt/cells --ro-bind /opt/cells/echo /opt/cells/echo" + tail,
 	}, {
 		name: "network granted",
 		spec: cellspec.Spec{Exec: "/bin/cell", SessionDir: "/run/s", Network: true},
 		want: head + "--share-net " + common +
-			"--dir /run --bind /run/s /run/s --ro-bind /run/s/umbilical.sock /run/s/umbilical.sock --dir /bin --ro-bind /bin/cell /bin/cell" + tail,
+			"--dir /run --ro-bind /run/s /run/s --dir /bin --ro-bind /bin/cell /bin/cell" + tail,
 	}, {
 		name: "both under /tmp: parents made once, inside the tmpfs",
 		spec: cellspec.Spec{Exec: "/tmp/build/x/cell", SessionDir: "/tmp/cell-0/s2"},
 		want: head + common +
-			"--dir /tmp/cell-0 --bind /tmp/cell-0/s2 /tmp/cell-0/s2 " +
-			"--ro-bind /tmp/cell-0/s2/umbilical.sock /tmp/cell-0/s2/umbilical.sock " +
+			"--dir /tmp/cell-0 --ro-bind /tmp/cell-0/s2 /tmp/cell-0/s2 " +
 			"--dir /tmp/build --dir /tmp/build/x --ro-bind /tmp/build/x/cell /tmp/build/x/cell" + tail,
 	}, {
 		name: "binary inside the session dir: no --dir into the host's dir",
 		spec: cellspec.Spec{Exec: "/run/s/bin/cell", SessionDir: "/run/s"},
 		want: head + common +
-			"--dir /run --bind /run/s /run/s --ro-bind /run/s/umbilical.sock /run/s/umbilical.sock --ro-bind /run/s/bin/cell /run/s/bin/cell" + tail,
+			"--dir /run --ro-bind /run/s /run/s --ro-bind /run/s/bin/cell /run/s/bin/cell" + tail,
 	}, {
 		name: "no session dir",
 		spec: cellspec.Spec{Exec: "/cell"},

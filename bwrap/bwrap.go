@@ -10,7 +10,6 @@ import (
 
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/process"
-	"github.com/cellproject/cell/internal/rundir"
 )
 
 // DefaultPath is used when New or Probe get an empty bwrap path.
@@ -73,12 +72,11 @@ func Args(spec cellspec.Spec) []string {
 	if spec.SessionDir != "" {
 		// After the /tmp tmpfs: the session dir may live under /tmp.
 		parents(spec.SessionDir)
-		a = append(a, "--bind", spec.SessionDir, spec.SessionDir)
-		// The umbilical socket becomes a mount point of its own: a cell
-		// can write in the session dir, but cannot unlink or replace the
-		// root's socket (EBUSY) to impersonate the root to other cells.
-		umbilical := filepath.Join(spec.SessionDir, rundir.UmbilicalName)
-		a = append(a, "--ro-bind", umbilical, umbilical)
+		// Read-only: the root creates every file there (it binds each
+		// cell's socket and hands the listener over), so a cell can
+		// connect to the sockets but cannot create, unlink, replace or
+		// fill anything.
+		a = append(a, "--ro-bind", spec.SessionDir, spec.SessionDir)
 		made[spec.SessionDir] = true
 		bound = append(bound, spec.SessionDir)
 	}

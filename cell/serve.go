@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"sync"
@@ -13,7 +12,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
 )
 
@@ -59,12 +57,14 @@ type ServeOptions struct {
 	Logger *zap.Logger
 }
 
-// Serve runs this cell: it takes the cell's single-instance lock (an error
-// wrapping ErrAlreadyRunning when another process holds it), binds the cell's
-// socket in the session dir and answers requests with h until ctx ends, the
-// umbilical to the root closes, or the cell has been idle for IdleTimeout.
-// Those three end it with nil; anything else that stops it is an error. On
-// return the socket and lock files are gone and the lock released.
+// Serve runs this cell: it takes the listening socket the root bound for it
+// (docs/listener.md), or, when the root holds none for it, takes the cell's
+// single-instance lock (an error wrapping ErrAlreadyRunning when another
+// process holds it) and binds the socket in the session dir itself, and
+// answers requests with h until ctx ends, the umbilical to the root closes,
+// or the cell has been idle for IdleTimeout. Those three end it with nil;
+// anything else that stops it is an error. On return a socket and lock it
+// made itself are gone and the lock released.
 func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 	log := orNop(opts.Logger)
 	s := opts.Session
@@ -85,54 +85,20 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 	}
 	log = log.With(zap.String("cell", key))
 
-	lockPath := rundir.LockPath(s.Dir(), key)
-	lock, err := rundir.TryLock(lockPath)
+	// Taking the listener first answers the spawn soonest; connections
+	// queue in the socket's backlog meanwhile. Should the root die before
+	// the watch below starts, its dial fails and Serve ends.
+	ln, release, err := listen(ctx, s, key, log)
 	if err != nil {
-		if errors.Is(err, rundir.ErrLocked) {
-			return fmt.Errorf("serve %s: %w (%w)", key, ErrAlreadyRunning, err)
-		}
 		return fmt.Errorf("serve %s: %w", key, err)
 	}
-	// Remove the lock file before releasing the lock: once released, a new
-	// instance may already have created its own file at the same path.
-	defer func() {
-		if err := os.Remove(lockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("remove lock file", zap.Error(err))
-		}
-		lock.Close()
-	}()
-
-	// Watch the root before binding: once the socket accepts, the root may
-	// count this cell as ready, and the cell must then notice its death.
+	defer release()
 	gone, stopWatch, err := watchUmbilical(ctx, s)
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
 	}
 	defer stopWatch()
-
-	sockPath := rundir.SocketPath(s.Dir(), key)
-	// Only the lock holder may remove the socket: without the lock it could
-	// be a live instance's.
-	if err := os.Remove(sockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("serve %s: remove stale socket: %w", key, err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
-	if err != nil {
-		return fmt.Errorf("serve %s: %w", key, err)
-	}
-	// Removal is ours to order (socket before lock), not the listener's.
-	ln.SetUnlinkOnClose(false)
-	defer func() {
-		if err := os.Remove(sockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("remove socket", zap.Error(err))
-		}
-	}()
-	// The session dir is 0700 already; this keeps the socket private even
-	// if it were not.
-	if err := os.Chmod(sockPath, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("serve %s: %w", key, err)
-	}
 
 	srv := newServer(h, log)
 	acceptErr := make(chan error, 1)

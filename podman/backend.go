@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings"
@@ -76,6 +77,7 @@ type Backend struct {
 	service *process.Instance // nil when the user's socket is used
 	socket  string
 	version string
+	seq     atomic.Uint64 // numbers the containers launched
 
 	// life ends when Close starts: it stops every watcher goroutine.
 	life   context.Context
@@ -275,6 +277,9 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
+	// Two instances of a key run at once during an upgrade: names carry a
+	// sequence number as scope units do.
+	s.Name = fmt.Sprintf("%s-%d", s.Name, b.seq.Add(1))
 	// The log beside the root, not in Podman's container dir: it must
 	// outlive the container's automatic removal (see Instance.copyLogs).
 	s.LogConfiguration.Path = root + ".log"

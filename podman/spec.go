@@ -10,7 +10,6 @@ import (
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cellproject/cell/internal/cellspec"
-	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/quota"
 )
 
@@ -131,17 +130,13 @@ func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error)
 		s.ResourceLimits = Resources(spec.Limits)
 	}
 
-	umbilical := filepath.Join(spec.SessionDir, rundir.UmbilicalName)
 	s.Mounts = []rspec.Mount{
 		{Type: "tmpfs", Source: "tmpfs", Destination: "/tmp",
 			Options: []string{"rw", "nosuid", "nodev", "noexec", "mode=1777", "size=" + tmpSize}},
+		// Read-only, as in the bwrap sandbox: the root creates every file
+		// of the session dir, cells only connect to its sockets.
 		{Type: "bind", Source: spec.SessionDir, Destination: spec.SessionDir,
-			Options: []string{"rbind", "rw", "nosuid", "nodev"}},
-		// The umbilical socket is a mount of its own, as in the bwrap
-		// sandbox: a cell can write in the session dir but cannot unlink
-		// or replace the root's socket to impersonate the root.
-		{Type: "bind", Source: umbilical, Destination: umbilical,
-			Options: []string{"bind", "ro", "nosuid", "nodev"}},
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}},
 		{Type: "bind", Source: spec.Exec, Destination: spec.Exec,
 			Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	}

@@ -186,6 +186,7 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 		Network:        c.Network,
 		Limits:         c.Limits,
 		LimitsEnforced: enforced,
+		Restart:        c.Restart,
 	}
 	return d
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,34 +22,72 @@ import (
 
 // Cell states, as list reports them.
 const (
-	stateStarting = "starting"
-	stateRunning  = "running"
-	stateStopping = "stopping"
+	stateStarting   = "starting"
+	stateRunning    = "running"
+	stateRestarting = "restarting"
+	stateStopping   = "stopping"
 )
 
-// cellEntry is one instance in the session's table, from the spawn decision
-// until its exit.
+// cellEntry is one cell key in the session's table, from the spawn decision
+// until it is stopped or stays down. Its listener outlives instances: a
+// restart or an upgrade hands the same socket to the next one.
 type cellEntry struct {
 	key, name, parent string
 	depth             int
 	backend           cellspec.Backend
-	token             string
 	started           time.Time
+	// spec is the launch as policy resolved it, with the session's fields
+	// filled in; restarts reuse it, upgrades resolve it again.
+	spec cellspec.Spec
+	// ln is the root's listening socket for the key, bound before the
+	// first launch; closed, with its file removed, when the entry goes.
+	ln *cellListener
 
-	// ready is closed when the launch settled; readyErr says how. Both are
-	// written once, before close.
+	// ready is closed when the first launch settled; readyErr says how.
+	// Both are written once, before close.
 	ready    chan struct{}
 	readyErr error
-	// gone is closed once the exit has been cleaned up and audited.
-	gone chan struct{}
+	// gone is closed once the entry has left the table and its listener
+	// is closed.
+	gone     chan struct{}
+	goneOnce sync.Once
 
 	// Guarded by Session.mu.
 	state string
-	inst  Instance
+	// cur is the newest instance, serving or starting; next one being
+	// started by an upgrade; old ones still draining after an upgrade.
+	cur, next *instance
+	old       []*instance
+	restart   restartState
+	upgrading bool
+}
+
+// instance is one process (container, scope) of a cell key.
+type instance struct {
+	token string
+	// took is closed when the instance has taken its listener: it serves.
+	took     chan struct{}
+	tookOnce sync.Once
+	// inst is set once launched; guarded by Session.mu.
+	inst Instance
+}
+
+func (in *instance) markTook() { in.tookOnce.Do(func() { close(in.took) }) }
+
+// instancesLocked lists the entry's launched instances; the caller holds
+// Session.mu.
+func (e *cellEntry) instancesLocked() []*instance {
+	var all []*instance
+	for _, in := range append([]*instance{e.cur, e.next}, e.old...) {
+		if in != nil && in.inst != nil {
+			all = append(all, in)
+		}
+	}
+	return all
 }
 
 // spawn decides a spawn request and, when allowed, launches the cell and
-// waits until its socket accepts connections.
+// waits until it serves: it has taken the listener the root bound for it.
 func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	if err := cellspec.CheckName(req.Name); err != nil {
 		return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("name: %v", err))
@@ -71,8 +109,8 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	if joined {
 		ev.Reason = "already running: " + dec.Reason
 		s.mu.Lock()
-		if entry.inst != nil {
-			ev.ID = entry.inst.ID()
+		if entry.cur != nil && entry.cur.inst != nil {
+			ev.ID = entry.cur.inst.ID()
 		}
 		s.mu.Unlock()
 	}
@@ -131,9 +169,9 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 			s.mu.Unlock()
 			return dec, existing, true, nil
 		case vetted:
-			entry, err = s.reserveLocked(who, dec)
+			entry = s.reserveLocked(who, dec)
 			s.mu.Unlock()
-			return dec, entry, false, err
+			return dec, entry, false, nil
 		}
 		s.mu.Unlock()
 		if err := s.cfg.Vet(s.life, dec.Spec); err != nil {
@@ -180,59 +218,98 @@ func (s *Session) policyStateLocked(joining *cellEntry) policy.State {
 	return st
 }
 
-func (s *Session) reserveLocked(who peer, dec policy.Decision) (*cellEntry, error) {
-	token, err := newToken()
-	if err != nil {
-		return nil, err
-	}
+func (s *Session) reserveLocked(who peer, dec policy.Decision) *cellEntry {
 	e := &cellEntry{
 		key:     dec.Spec.Key,
 		name:    dec.Spec.Name,
 		parent:  who.key,
 		depth:   dec.Depth,
 		backend: dec.Spec.Backend,
-		token:   token,
 		started: time.Now(),
 		ready:   make(chan struct{}),
 		gone:    make(chan struct{}),
 		state:   stateStarting,
 	}
 	s.cells[e.key] = e
-	s.tokens[token] = e.key
-	return e, nil
+	return e
 }
 
-// launch starts the reserved entry, records the decision that allowed it,
-// and settles its ready channel.
+// launch binds the reserved entry's listener, starts its first instance,
+// records the decision that allowed it, and settles its ready channel.
 func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event) {
 	spec.Session = s.id
 	spec.SessionDir = s.dir
+	spec.Output = s.out.prefixed(e.key)
+	e.spec = spec
+
+	fail := func(err error) {
+		decision.Reason += "; launch failed: " + err.Error()
+		s.cfg.Audit.Record(decision)
+		s.retire(e)
+		e.readyErr = err
+		close(e.ready)
+	}
+	ln, err := bindListener(rundir.SocketPath(s.dir, e.key))
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.mu.Lock()
+	e.ln = ln
+	s.mu.Unlock()
+	in, err := s.startInstance(e, spec, func(in *instance) { s.mu.Lock(); e.cur = in; s.mu.Unlock() })
+	if in == nil {
+		fail(err)
+		return
+	}
+	decision.ID = in.inst.ID()
+	s.cfg.Audit.Record(decision)
+	if err := s.awaitServing(in); err != nil {
+		// The exit goroutine leaves a starting entry to us.
+		s.stopInstance(in, "not ready: "+err.Error())
+		s.retire(e)
+		e.readyErr = err
+		close(e.ready)
+		return
+	}
+	s.mu.Lock()
+	if e.state == stateStarting {
+		e.state = stateRunning
+	}
+	s.mu.Unlock()
+	close(e.ready)
+}
+
+// startInstance launches one instance of e with spec and a fresh token, and
+// watches its exit. placed is called, before the backend starts it, to put
+// the new instance where the entry expects it (cur, or next for an
+// upgrade). in is nil when nothing was launched.
+func (s *Session) startInstance(e *cellEntry, spec cellspec.Spec, placed func(*instance)) (in *instance, err error) {
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	in = &instance{token: token, took: make(chan struct{})}
 	spec.Env = []string{
 		"CELL_NAME=" + e.name,
 		"CELL_SESSION=" + s.id,
 		"CELL_RUNTIME_DIR=" + s.dir,
 		"CELL_UMBILICAL=" + filepath.Join(s.dir, rundir.UmbilicalName),
-		"CELL_TOKEN=" + e.token,
+		"CELL_TOKEN=" + token,
 	}
-	spec.Output = s.out.prefixed(e.key)
-	sock := rundir.SocketPath(s.dir, e.key)
-
-	settle := func(err error) {
-		e.readyErr = err
-		close(e.ready)
-	}
+	s.mu.Lock()
+	s.tokens[token] = e.key
+	s.mu.Unlock()
+	placed(in)
 	inst, err := s.cfg.Backends[spec.Backend].Launch(s.life, spec)
 	if err != nil {
-		s.forget(e)
-		decision.Reason += "; launch failed: " + err.Error()
-		s.cfg.Audit.Record(decision)
-		settle(err)
-		return
+		s.mu.Lock()
+		delete(s.tokens, token)
+		s.mu.Unlock()
+		return nil, err
 	}
-	decision.ID = inst.ID()
-	s.cfg.Audit.Record(decision)
 	s.mu.Lock()
-	e.inst = inst
+	in.inst = inst
 	s.writeRecordLocked()
 	s.mu.Unlock()
 	s.cfg.Log.Info("cell launched", zap.String("cell", e.key), zap.String("backend", string(spec.Backend)), zap.String("id", inst.ID()))
@@ -241,70 +318,92 @@ func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event)
 	go func() {
 		defer s.wg.Done()
 		<-inst.Done()
-		s.exited(e)
+		s.instanceExited(e, in)
 	}()
+	return in, nil
+}
 
-	if err := waitReady(s.life, sock, inst, s.cfg.ReadyTimeout); err != nil {
-		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopGrace)
-		inst.Stop(stopCtx)
-		cancel()
-		settle(err)
+// awaitServing waits, without polling, until the instance has taken its
+// listener, exits, runs out of ReadyTimeout or the session ends.
+func (s *Session) awaitServing(in *instance) error {
+	deadline := time.NewTimer(s.cfg.ReadyTimeout)
+	defer deadline.Stop()
+	select {
+	case <-in.took:
+		return nil
+	case <-in.inst.Done():
+		return fmt.Errorf("cell exited before it took its listener (%s)", in.inst.ExitStatus())
+	case <-deadline.C:
+		return fmt.Errorf("cell did not take its listener within %s", s.cfg.ReadyTimeout)
+	case <-s.life.Done():
+		return errors.New("the session is ending")
+	}
+}
+
+// stopInstance stops one instance with the grace period and waits for it.
+func (s *Session) stopInstance(in *instance, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopGrace)
+	defer cancel()
+	if err := in.inst.Stop(ctx); err != nil {
+		s.cfg.Log.Warn("stop cell instance", zap.String("id", in.inst.ID()), zap.String("why", why), zap.Error(err))
+	}
+}
+
+// instanceExited cleans up after an instance that ended, however it ended:
+// it audits the exit and, when it was the entry's serving instance, applies
+// the restart policy or lets the cell go.
+func (s *Session) instanceExited(e *cellEntry, in *instance) {
+	s.mu.Lock()
+	delete(s.tokens, in.token)
+	serving := e.cur == in && e.state == stateRunning
+	if e.next == in {
+		e.next = nil
+	}
+	for i, o := range e.old {
+		if o == in {
+			e.old = append(e.old[:i], e.old[i+1:]...)
+			break
+		}
+	}
+	s.writeRecordLocked()
+	s.mu.Unlock()
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindExit, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
+		Backend: string(e.backend), ID: in.inst.ID(), ExitStatus: in.inst.ExitStatus()})
+	s.cfg.Log.Info("cell exited", zap.String("cell", e.key), zap.String("id", in.inst.ID()), zap.String("status", in.inst.ExitStatus()))
+	if !serving {
+		// A drained or failed new instance, a first launch (launch settles
+		// it) or a stop in progress (stopEntry retires the entry).
 		return
 	}
-	s.mu.Lock()
-	if e.state == stateStarting {
-		e.state = stateRunning
+	if s.restartAfter(e, in.inst.ExitStatus()) {
+		return
 	}
-	s.mu.Unlock()
-	settle(nil)
+	s.retire(e)
 }
 
-// waitReady polls the cell's socket until a connection succeeds, the cell
-// exits, the timeout passes or the session ends. Polling a connect is the
-// readiness signal any cell gives without extra protocol.
-func waitReady(life context.Context, sock string, inst Instance, timeout time.Duration) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if conn, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-inst.Done():
-			return fmt.Errorf("cell exited before its socket was ready (%s)", inst.ExitStatus())
-		case <-deadline.C:
-			return fmt.Errorf("socket %s not ready within %s", sock, timeout)
-		case <-life.Done():
-			return errors.New("the session is ending")
-		case <-tick.C:
-		}
-	}
-}
-
-// exited cleans up after a cell that ended, however it ended.
-func (s *Session) exited(e *cellEntry) {
-	defer close(e.gone)
-	s.forget(e)
-	// The cell may have died without removing its files; a later instance of
-	// the same key must find a clean slate.
-	os.Remove(rundir.SocketPath(s.dir, e.key))
-	os.Remove(rundir.LockPath(s.dir, e.key))
-	s.cfg.Audit.Record(audit.Event{Kind: audit.KindExit, Session: s.id, Cell: e.name, Key: e.key, Allow: true,
-		Backend: string(e.backend), ID: e.inst.ID(), ExitStatus: e.inst.ExitStatus()})
-	s.cfg.Log.Info("cell exited", zap.String("cell", e.key), zap.String("status", e.inst.ExitStatus()))
-}
-
-func (s *Session) forget(e *cellEntry) {
+// retire removes the entry from the table, closes its listener and removes
+// its socket file, so that the key can be spawned afresh. Safe to call
+// twice.
+func (s *Session) retire(e *cellEntry) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.cells[e.key] == e {
 		delete(s.cells, e.key)
 	}
-	delete(s.tokens, e.token)
+	for _, in := range append([]*instance{e.cur, e.next}, e.old...) {
+		if in != nil {
+			delete(s.tokens, in.token)
+		}
+	}
+	ln := e.ln
+	e.ln = nil
 	s.writeRecordLocked()
+	s.mu.Unlock()
+	if ln != nil {
+		if err := ln.close(); err != nil {
+			s.cfg.Log.Warn("retire cell", zap.String("cell", e.key), zap.Error(err))
+		}
+	}
+	e.goneOnce.Do(func() { close(e.gone) })
 }
 
 // stop handles a stop request: the owner may stop any cell, a cell only those
@@ -330,27 +429,31 @@ func (s *Session) stop(who peer, req wire.Request) wire.Reply {
 	return wire.Reply{ID: req.ID, OK: true, Key: e.key}
 }
 
-// stopEntry stops one cell with the grace period and waits for it.
+// stopEntry stops every instance of one cell with the grace period, waits
+// for them and retires the entry.
 func (s *Session) stopEntry(e *cellEntry, why string) {
 	<-e.ready
 	s.mu.Lock()
-	inst := e.inst
-	if inst != nil {
-		e.state = stateStopping
+	if s.cells[e.key] != e {
+		s.mu.Unlock()
+		<-e.gone
+		return
 	}
+	e.state = stateStopping
+	ins := e.instancesLocked()
 	s.mu.Unlock()
-	if inst == nil {
-		return
+	var wg sync.WaitGroup
+	for _, in := range ins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.stopInstance(in, why)
+		}()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopGrace)
-	defer cancel()
-	if err := inst.Stop(ctx); err != nil {
-		s.cfg.Log.Warn("stop cell", zap.String("cell", e.key), zap.String("why", why), zap.Error(err))
-		return
-	}
-	// Stop returns once the cell is gone; wait for its bookkeeping too, so
+	wg.Wait()
+	// Stop returns once each process is gone; the entry goes with them, so
 	// that whoever asked sees the session without it.
-	<-e.gone
+	s.retire(e)
 }
 
 func (s *Session) list() []wire.CellInfo {
@@ -360,8 +463,8 @@ func (s *Session) list() []wire.CellInfo {
 	for _, e := range s.cells {
 		info := wire.CellInfo{Key: e.key, Name: e.name, Parent: e.parent, Depth: e.depth,
 			Backend: string(e.backend), State: e.state, Started: e.started}
-		if e.inst != nil {
-			info.ID = e.inst.ID()
+		if e.cur != nil && e.cur.inst != nil {
+			info.ID = e.cur.inst.ID()
 		}
 		infos = append(infos, info)
 	}
@@ -374,12 +477,11 @@ func (s *Session) list() []wire.CellInfo {
 func (s *Session) writeRecordLocked() {
 	var buf []byte
 	for _, e := range s.cells {
-		if e.inst == nil {
-			continue
-		}
-		if pid, err := strconv.Atoi(e.inst.ID()); err == nil {
-			if start, err := processStartTime(pid); err == nil {
-				buf = fmt.Appendf(buf, "%d %d %s\n", pid, start, e.key)
+		for _, in := range e.instancesLocked() {
+			if pid, err := strconv.Atoi(in.inst.ID()); err == nil {
+				if start, err := processStartTime(pid); err == nil {
+					buf = fmt.Appendf(buf, "%d %d %s\n", pid, start, e.key)
+				}
 			}
 		}
 	}

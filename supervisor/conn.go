@@ -21,6 +21,7 @@ const helloTimeout = 5 * time.Second
 type peer struct {
 	role  wire.Role
 	key   string // the cell's key; empty for the owner and observers
+	token string // the cell instance's token; empty for the owner and observers
 	depth int
 }
 
@@ -69,6 +70,12 @@ func (s *Session) serveConn(conn net.Conn, ownerConn bool) {
 		req, err := wire.DecodeRequest(payload)
 		if err != nil {
 			s.reply(conn, errorReply(0, wire.CodeBadFrame, "", err.Error()))
+			continue
+		}
+		if req.Op == wire.OpListener { // its reply carries a descriptor
+			if !s.handOver(conn, who, req) {
+				return
+			}
 			continue
 		}
 		rep, keepOpen := s.dispatch(who, req)
@@ -122,7 +129,7 @@ func (s *Session) hello(conn net.Conn, ownerConn bool, log *zap.Logger) (peer, b
 		if !known || req.Token == "" {
 			return refuse(wire.CodeUnknownToken, "no cell of this session has that token")
 		}
-		who = peer{role: wire.RoleCell, key: key, depth: depth}
+		who = peer{role: wire.RoleCell, key: key, token: req.Token, depth: depth}
 		rep.Self = key
 	case wire.RoleObserver:
 		who = peer{role: wire.RoleObserver}
@@ -150,6 +157,14 @@ func (s *Session) dispatch(who peer, req wire.Request) (rep wire.Reply, keepOpen
 			return errorReply(req.ID, wire.CodeNotPermitted, "", "observers may only list"), true
 		}
 		return s.stop(who, req), true
+	case wire.OpUpgrade, wire.OpAwaitFailure:
+		if who.role != wire.RoleOwner {
+			return errorReply(req.ID, wire.CodeNotPermitted, "", fmt.Sprintf("only the owner may %s", req.Op)), true
+		}
+		if req.Op == wire.OpUpgrade {
+			return s.upgrade(req), true
+		}
+		return s.awaitFailure(req), true
 	case wire.OpList:
 		return wire.Reply{ID: req.ID, OK: true, Cells: s.list()}, true
 	default:

@@ -93,13 +93,17 @@ type Session struct {
 	endNow context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu guards cells, tokens, conns and closing. It is never held while
-	// waiting on a cell or the network.
+	// mu guards cells, tokens, conns, closing, failures and failed. It is
+	// never held while waiting on a cell or the network.
 	mu      sync.Mutex
 	cells   map[string]*cellEntry
-	tokens  map[string]string // cell token -> key
+	tokens  map[string]string // cell instance token -> key
 	conns   map[net.Conn]struct{}
 	closing bool
+	// failures lists the cells that failed past their restart limit;
+	// failed is closed (and replaced) at each.
+	failures []string
+	failed   chan struct{}
 }
 
 // New creates the session dir, takes the session's root lock and listens on
@@ -125,6 +129,7 @@ func New(cfg Config) (*Session, error) {
 		cells:  map[string]*cellEntry{},
 		tokens: map[string]string{},
 		conns:  map[net.Conn]struct{}{},
+		failed: make(chan struct{}),
 	}
 	fail := func(err error) (*Session, error) {
 		s.removeFiles()

@@ -21,6 +21,11 @@ const (
 	OpSpawn Op = "spawn"
 	OpStop  Op = "stop"
 	OpList  Op = "list"
+	// OpListener (a cell), OpUpgrade and OpAwaitFailure (the owner): see
+	// listener.go.
+	OpListener     Op = "listener"
+	OpUpgrade      Op = "upgrade"
+	OpAwaitFailure Op = "await_failure"
 )
 
 // Role says who is on the other end of a connection.
@@ -98,6 +103,8 @@ const (
 	CodeNotPermitted  Code = "not_permitted"
 	CodeRateLimited   Code = "rate_limited"
 	CodeShuttingDown  Code = "shutting_down"
+	CodeUpgradeFailed Code = "upgrade_failed"
+	CodeCellFailed    Code = "cell_failed"
 )
 
 // Error is an error reply. Reason carries the policy's code for CodeDenied.

@@ -26,6 +26,7 @@ Usage:
   cellroot serve   (--umbilical-fd N | --listen PATH) [flags]   run a session root
   cellroot run     [flags] APPDIR                              build an app's cells and run them until a signal
   cellroot build   [flags] APPDIR                              build an app's cells into the cache
+  cellroot upgrade [--build APPDIR] CELL                       replace a running cell without downtime (owner only)
   cellroot allow   [--yes] [--revoke] [--pin] [--require-signature] APPDIR
                                                                review what an app's cells ask for and grant it
   cellroot keygen  [--trust] NAME                              make an ed25519 key for signing cells
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runRun(ctx, rest, stdout, stderr)
 	case "build":
 		return runBuild(ctx, rest, stdout, stderr)
+	case "upgrade":
+		return runUpgrade(ctx, rest, stdout, stderr)
 	case "allow":
 		return runAllow(ctx, rest, os.Stdin, stdout, stderr)
 	case "keygen":

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/wire"
 )
 
 // appFlags are the flags run and build share.
@@ -63,15 +65,22 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	var af appFlags
 	af.register(fl)
-	hold := fl.Duration("for", 0, "end the session after this long (default: run until SIGINT or SIGTERM)")
+	holdFor := fl.Duration("for", 0, "end the session after this long (default: run until SIGINT or SIGTERM)")
 	logFormat := fl.String("log-format", "console", "the session root's log format on stderr: console or json")
+	watch := fl.Bool("watch", false, "rebuild a cell whose source changes and upgrade it in place")
 	dir, code, ok := parseApp(fl, args, `Usage: cellroot run [flags] APPDIR
 
 Runs the app in APPDIR: finds every cells/NAME/Cell.toml, builds the cells
 that need building (offline, sandboxed, cached by source hash), starts a
 session root with this process as its owner, and starts the autostart cells
 and their dependencies, each once its dependencies are ready. The session
-ends, and every cell with it, on SIGINT or SIGTERM, or after --for.
+ends, and every cell with it, on SIGINT or SIGTERM, or after --for. It ends
+with exit status 1 when a cell with a restart policy crashes past its
+limit, naming the cell and its last exit status.
+
+With --watch it rebuilds a cell whose source changes and upgrades the
+running cell in place: the new build takes over the cell's socket, the old
+instance drains; a failed build leaves the old one serving.
 
 The cells must be granted in the allowlist first: see "cellroot allow".
 `)
@@ -90,23 +99,51 @@ The cells must be granted in the allowlist first: see "cellroot allow".
 		return 1
 	}
 	fmt.Fprintf(stdout, "app %s running: session %s, cells started: %v\n", r.App.Dir, r.ID(), r.Started)
-	if *hold > 0 {
-		t := time.NewTimer(*hold)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+	// Everything below ends with the session: life is cancelled before
+	// Close, and the goroutines are waited for.
+	life, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	failed := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := r.AwaitFailure(life); wire.IsCode(err, wire.CodeCellFailed) {
+			failed <- err
 		}
-		t.Stop()
+	}()
+	if *watch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Watch(life, o); err != nil {
+				fmt.Fprintf(stderr, "cellroot run: %v\n", err)
+			}
+		}()
+	}
+	var hold <-chan time.Time
+	if *holdFor > 0 {
+		t := time.NewTimer(*holdFor)
+		defer t.Stop()
+		hold = t.C
 	} else {
 		fmt.Fprintln(stdout, "press Ctrl-C to stop it")
-		<-ctx.Done()
 	}
+	status := 0
+	select {
+	case <-ctx.Done():
+	case <-hold:
+	case err := <-failed:
+		fmt.Fprintf(stderr, "cellroot run: the app failed: %v\n", err)
+		status = 1
+	}
+	stop()
+	wg.Wait()
 	if err := r.Close(); err != nil {
 		fmt.Fprintf(stderr, "cellroot run: ending the session: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "session %s ended\n", r.ID())
-	return 0
+	return status
 }
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {

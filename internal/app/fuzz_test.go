@@ -16,7 +16,8 @@ func FuzzParseManifest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if cellspec.CheckName(m.Name) != nil || m.MaxInstances < 1 || m.IdleTimeout < 0 || m.Limits.Validate() != nil {
+		if cellspec.CheckName(m.Name) != nil || m.MaxInstances < 1 || m.IdleTimeout < 0 || m.Limits.Validate() != nil ||
+			(m.Restart.Mode != "" && (m.Restart.Limit < 1 || m.Restart.Window <= 0)) {
 			t.Fatalf("accepted %+v", m)
 		}
 		for _, d := range append(m.DependsOn, m.Spawn...) {

@@ -49,6 +49,7 @@ func Grant(c *Cell, o GrantOptions) allowlist.Block {
 	if l := limitsTOML(c.Limits); l != "" {
 		fmt.Fprintf(&b, "limits = { %s }\n", l)
 	}
+	b.WriteString(restartTOML(c.Restart))
 	if o.SourceSHA256 != "" {
 		fmt.Fprintf(&b, "source_sha256 = %q\n", o.SourceSHA256)
 	}
@@ -95,6 +96,7 @@ func Describe(c *Cell) string {
 	}
 	fmt.Fprintf(&b, "  limits:        %s\n", limits)
 	fmt.Fprintf(&b, "  instances:     up to %d\n", c.MaxInstances)
+	fmt.Fprintf(&b, "  restart:       %s\n", describeRestart(c.Restart))
 	if c.Backend != "" {
 		fmt.Fprintf(&b, "  backend:       %s\n", c.Backend)
 	}

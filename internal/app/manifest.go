@@ -48,6 +48,9 @@ type Manifest struct {
 	// Backend is a preference; the allowlist decides.
 	Backend      cellspec.Backend
 	MaxInstances int
+	// Restart asks the root to restart the cell when it ends by itself
+	// (restart, restart_limit, restart_window); zero: stay down.
+	Restart cellspec.Restart
 }
 
 // Error is a problem with an app: a Cell.toml's contents (File, Line, Key)
@@ -81,7 +84,8 @@ func (p *Positions) Line(key ...string) int {
 }
 
 var manifestKeys = []string{"version", "name", "description", "autostart", "depends_on", "spawn",
-	"network", "limits", "idle_timeout", "backend", "max_instances"}
+	"network", "limits", "idle_timeout", "backend", "max_instances",
+	"restart", "restart_limit", "restart_window"}
 
 // ParseManifest parses a Cell.toml; path is used in errors only. The first
 // problem in file order is returned as an *Error wrapping ErrManifest.
@@ -183,6 +187,7 @@ func (c *checker) manifest(raw map[string]any) *Manifest {
 			m.MaxInstances = int(n)
 		}
 	}
+	m.Restart = c.restart(raw)
 	if v, ok := raw["limits"]; ok {
 		if t, isTable := v.(map[string]any); !isTable {
 			c.fail([]string{"limits"}, "must be a table such as { memory = \"256M\", cpu = 0.5, pids = 64 }")

@@ -146,6 +146,8 @@ func Exceeds(m *Manifest, g allowlist.Cell) string {
 		return "network (granted: none)"
 	case m.MaxInstances > g.MaxInstances:
 		return fmt.Sprintf("max_instances %d (granted: %d)", m.MaxInstances, g.MaxInstances)
+	case restartExceeds(m.Restart, g.Restart) != "":
+		return restartExceeds(m.Restart, g.Restart)
 	case g.Limits.MemoryBytes != 0 && (m.Limits.MemoryBytes == 0 || m.Limits.MemoryBytes > g.Limits.MemoryBytes):
 		return fmt.Sprintf("memory %s (granted: %d bytes)", orNone(m.Limits.MemoryBytes), g.Limits.MemoryBytes)
 	case g.Limits.CPU != 0 && (m.Limits.CPU == 0 || m.Limits.CPU > g.Limits.CPU):

@@ -5,6 +5,7 @@ package cellspec
 
 import (
 	"io"
+	"time"
 
 	"github.com/cellproject/cell/quota"
 )
@@ -61,4 +62,15 @@ type Spec struct {
 	Env []string
 	// Output receives the cell's stdout and stderr; nil discards them.
 	Output io.Writer
+	// Restart is the restart policy the allowlist granted; zero: none.
+	Restart Restart
+}
+
+// Restart says when the root starts a cell that ended by itself again, on
+// the same listener: Mode "on-failure" (it did not exit 0) or "always"
+// ("" never), at most Limit times within any Window.
+type Restart struct {
+	Mode   string
+	Limit  int
+	Window time.Duration
 }

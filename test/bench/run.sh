@@ -30,4 +30,6 @@ END {
 		printf "%-34s %10.1f %10.1f %7.2f\n", "podman: root vs podman run -d", ns["RootPodman"]/1e6, ns["CLIPodmanRun"]/1e6, ns["RootPodman"]/ns["CLIPodmanRun"]
 	if (ns["RootBwrap"] && ns["CLIBwrap"])
 		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap run to exit", ns["RootBwrap"]/1e6, ns["CLIBwrap"]/1e6, ns["RootBwrap"]/ns["CLIBwrap"]
+	if (ns["RootBwrap"] && ns["CLIBwrapReady"])
+		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap to accepting", ns["RootBwrap"]/1e6, ns["CLIBwrapReady"]/1e6, ns["RootBwrap"]/ns["CLIBwrapReady"]
 }' "$stage/bench.out"

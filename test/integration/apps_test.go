@@ -26,7 +26,9 @@ import (
 const appCellSource = `package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -49,7 +51,7 @@ func main() {
 	}
 	time.Sleep(%s)
 	%s
-	ln, err := net.Listen("unix", filepath.Join(dir, name+".sock"))
+	ln, err := takeListener(os.Getenv("CELL_UMBILICAL"), os.Getenv("CELL_TOKEN"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -67,6 +69,60 @@ func main() {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	ln.Close()
+}
+
+// takeListener takes the socket the root bound for this cell, without the
+// SDK, as docs/listener.md tells a cell in any language to: say hello with
+// the token, send the listener request, read the reply's descriptor.
+func takeListener(umbilical, token string) (net.Listener, error) {
+	c, err := net.Dial("unix", umbilical)
+	if err != nil {
+		return nil, err
+	}
+	uc := c.(*net.UnixConn)
+	send := func(msg string) error {
+		frame := binary.BigEndian.AppendUint32(nil, uint32(len(msg)))
+		_, err := uc.Write(append(frame, msg...))
+		return err
+	}
+	recv := func() ([]byte, []byte, error) {
+		hdr, oob := make([]byte, 4), make([]byte, 64)
+		n, oobn, _, _, err := uc.ReadMsgUnix(hdr, oob)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := io.ReadFull(uc, hdr[n:]); err != nil {
+			return nil, nil, err
+		}
+		payload := make([]byte, binary.BigEndian.Uint32(hdr))
+		_, err = io.ReadFull(uc, payload)
+		return payload, oob[:oobn], err
+	}
+	if err := send("{\"id\":1,\"op\":\"hello\",\"v\":1,\"role\":\"cell\",\"token\":\"" + token + "\"}"); err != nil {
+		return nil, err
+	}
+	if _, _, err := recv(); err != nil {
+		return nil, err
+	}
+	if err := send("{\"id\":2,\"op\":\"listener\"}"); err != nil {
+		return nil, err
+	}
+	reply, oob, err := recv()
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("listener reply without a descriptor: %%s", reply)
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("listener reply without a descriptor: %%s", reply)
+	}
+	f := os.NewFile(uintptr(fds[0]), "listener")
+	defer f.Close()
+	// c stays open: the root sees this cell in its session until it exits.
+	return net.FileListener(f)
 }
 `
 

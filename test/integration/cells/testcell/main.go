@@ -46,6 +46,8 @@ func main() {
 // test decides what it expected.
 func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte, error) {
 	switch method {
+	case "vandal":
+		return vandal(arg)
 	case "crash":
 		os.Exit(3)
 		return nil, nil
