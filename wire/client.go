@@ -9,8 +9,10 @@ import (
 	"time"
 )
 
-// Client speaks the umbilical from the requesting side. Calls are serialised:
-// the root answers one request of a connection at a time, in order.
+// Client speaks the umbilical from the requesting side. Calls are serialised
+// on the connection: the root answers a connection's requests one at a time,
+// in order (pipelining is allowed by the protocol; this client does not use
+// it).
 type Client struct {
 	conn net.Conn
 
@@ -54,10 +56,30 @@ func (c *Client) Stop(ctx context.Context, key string) error {
 	return err
 }
 
-// List returns the session's cells.
+// maxListPages bounds how many pages List follows, so that a root answering
+// with a cursor that never ends cannot keep the client forever.
+const maxListPages = 1 << 12
+
+// List returns the session's cells, sorted by key, following the pages of a
+// list too large for one frame.
 func (c *Client) List(ctx context.Context) ([]CellInfo, error) {
-	rep, err := c.Call(ctx, Request{Op: OpList})
-	return rep.Cells, err
+	var cells []CellInfo
+	req := Request{Op: OpList}
+	for range maxListPages {
+		rep, err := c.Call(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		cells = append(cells, rep.Cells...)
+		if rep.Next == "" {
+			return cells, nil
+		}
+		if rep.Next <= req.Cursor {
+			return nil, fmt.Errorf("umbilical list: %w: cursor %q does not advance past %q", ErrMalformed, rep.Next, req.Cursor)
+		}
+		req.Cursor = rep.Next
+	}
+	return nil, fmt.Errorf("umbilical list: %w: more than %d pages", ErrMalformed, maxListPages)
 }
 
 // Call sends req with a fresh ID and waits for its reply. An error reply is
