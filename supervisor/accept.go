@@ -1,0 +1,66 @@
+package supervisor
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// accept errors back off like net/http's server: 5 ms doubling to 1 s, so
+// that EMFILE (which accept returns at once, forever, until an fd frees)
+// cannot spin a core; and they are logged at most once per acceptLogEvery
+// with a count, so that they cannot flood the log either.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	acceptLogEvery   = 10 * time.Second
+)
+
+func (s *Session) acceptLoop() {
+	var backoff time.Duration
+	var failures int
+	var lastLog time.Time
+	for {
+		conn, err := s.listener.AcceptUnix()
+		if err != nil {
+			if s.life.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			failures++
+			if now := time.Now(); now.Sub(lastLog) >= acceptLogEvery {
+				s.cfg.Log.Warn("umbilical accept failing; backing off", zap.Error(err),
+					zap.Int("failures_since_last_log", failures), zap.Duration("backoff", backoff))
+				lastLog, failures = now, 0
+			}
+			// Out of fds is most likely a flood of connections that have
+			// not said hello: the oldest of them goes, so that the next
+			// accept can succeed.
+			s.mu.Lock()
+			s.evictOldestPendingLocked()
+			s.mu.Unlock()
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			select {
+			case <-time.After(backoff):
+			case <-s.life.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		c := &umbConn{Conn: conn, accepted: time.Now(), listener: true}
+		s.mu.Lock()
+		ok := s.admitConnLocked(c)
+		s.mu.Unlock()
+		if !ok {
+			conn.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c, false)
+		}()
+	}
+}
