@@ -34,11 +34,13 @@ func (s *Session) acceptLoop() {
 					zap.Int("failures_since_last_log", failures), zap.Duration("backoff", backoff))
 				lastLog, failures = now, 0
 			}
-			// Out of fds is most likely a flood of connections that have
-			// not said hello: the oldest of them goes, so that the next
-			// accept can succeed.
+			// Out of fds is most likely a flood of the classes that need no
+			// secret: the oldest connection without hello goes, or else the
+			// observer idle longest, so that the next accept can succeed.
 			s.mu.Lock()
-			s.evictOldestPendingLocked()
+			if !s.evictOldestPendingLocked() {
+				s.evictIdlestObserverLocked()
+			}
 			s.mu.Unlock()
 			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
 			select {

@@ -161,17 +161,33 @@ func (s *Session) admitConnLocked(c *umbConn) bool {
 }
 
 // evictOldestPendingLocked closes the connection of the session socket that
-// has waited longest without finishing hello.
-func (s *Session) evictOldestPendingLocked() {
+// has waited longest without finishing hello; false when there is none.
+func (s *Session) evictOldestPendingLocked() bool {
 	var oldest *umbConn
 	for o := range s.conns {
 		if o.class == classPending && o.listener && (oldest == nil || o.accepted.Before(oldest.accepted)) {
 			oldest = o
 		}
 	}
-	if oldest != nil {
-		oldest.Close()
-		delete(s.conns, oldest)
+	if oldest == nil {
+		return false
+	}
+	oldest.Close()
+	delete(s.conns, oldest)
+	return true
+}
+
+// evictIdlestObserverLocked closes the observer connection idle longest.
+func (s *Session) evictIdlestObserverLocked() {
+	var idlest *umbConn
+	for o := range s.conns {
+		if o.class == classObserver && (idlest == nil || o.lastActive.Before(idlest.lastActive)) {
+			idlest = o
+		}
+	}
+	if idlest != nil {
+		idlest.Close()
+		delete(s.conns, idlest)
 	}
 }
 
