@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"net"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,8 +21,8 @@ const (
 
 func (s *Session) acceptLoop() {
 	var backoff time.Duration
-	var failures int
-	var lastLog time.Time
+	var failures, refused int
+	var lastLog, lastRefusedLog time.Time
 	for {
 		conn, err := s.listener.AcceptUnix()
 		if err != nil {
@@ -38,8 +39,8 @@ func (s *Session) acceptLoop() {
 			// secret: the oldest connection without hello goes, or else the
 			// observer idle longest, so that the next accept can succeed.
 			s.mu.Lock()
-			if !s.evictOldestPendingLocked() {
-				s.evictIdlestObserverLocked()
+			if !s.evictLocked(classPending, 0) {
+				s.evictLocked(classObserver, 0)
 			}
 			s.mu.Unlock()
 			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
@@ -51,7 +52,19 @@ func (s *Session) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		c := &umbConn{Conn: conn, accepted: time.Now(), listener: true}
+		// Who connects is known before a byte is read: the bounds below
+		// are fair per process.
+		pid, err := checkPeer(conn, os.Getuid())
+		if err != nil {
+			conn.Close()
+			refused++
+			if now := time.Now(); now.Sub(lastRefusedLog) >= acceptLogEvery {
+				s.cfg.Log.Warn("refused umbilical connections", zap.Error(err), zap.Int("refused_since_last_log", refused))
+				lastRefusedLog, refused = now, 0
+			}
+			continue
+		}
+		c := &umbConn{Conn: conn, accepted: time.Now(), listener: true, pid: pid}
 		s.mu.Lock()
 		ok := s.admitConnLocked(c)
 		s.mu.Unlock()

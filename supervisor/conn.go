@@ -46,11 +46,13 @@ func (s *Session) serveConn(c *umbConn, ownerConn bool) {
 	defer c.Close()
 	defer s.untrack(c)
 	log := s.cfg.Log.With(zap.Bool("owner_conn", ownerConn))
-	if err := checkPeer(c.Conn, os.Getuid()); err != nil {
-		log.Warn("refused umbilical connection", zap.Error(err))
-		return
-	}
 	if ownerConn {
+		pid, err := checkPeer(c.Conn, os.Getuid())
+		if err != nil {
+			log.Warn("refused umbilical connection", zap.Error(err))
+			return
+		}
+		c.pid = pid
 		s.mu.Lock()
 		ok := s.admitConnLocked(c)
 		s.mu.Unlock()

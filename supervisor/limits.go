@@ -64,6 +64,7 @@ type umbConn struct {
 	net.Conn
 	accepted time.Time
 	listener bool // accepted on the session socket (not the owner's own)
+	pid      int  // the peer's pid (SO_PEERCRED) when it connected
 
 	wmu  sync.Mutex // guards writes, busy and shut
 	busy bool       // a request was read and its reply not yet written
@@ -140,55 +141,69 @@ func (c *umbConn) shutdown() {
 }
 
 // admitConnLocked registers a new connection of the session socket as
-// pending. It returns false when the total bound is reached; it closes the
-// oldest pending connection when that bound is.
+// pending. It returns false when the total bound is reached. At the pending
+// bound it closes a pending connection of the process holding the most
+// (its oldest), so that a flood from a few processes displaces only itself
+// and a lone client saying hello is never the one closed.
 func (s *Session) admitConnLocked(c *umbConn) bool {
 	if s.closing || len(s.conns) >= s.maxConns {
 		return false
 	}
-	pending := 0
-	for o := range s.conns {
-		if o.class == classPending && o.listener {
-			pending++
-		}
-	}
-	if pending >= maxPending {
-		s.evictOldestPendingLocked()
+	if s.countLocked(classPending) >= maxPending {
+		s.evictLocked(classPending, c.pid)
 	}
 	c.lastActive = c.accepted
 	s.conns[c] = struct{}{}
 	return true
 }
 
-// evictOldestPendingLocked closes the connection of the session socket that
-// has waited longest without finishing hello; false when there is none.
-func (s *Session) evictOldestPendingLocked() bool {
-	var oldest *umbConn
+// countLocked counts the session socket's connections of class.
+func (s *Session) countLocked(class connClass) int {
+	n := 0
 	for o := range s.conns {
-		if o.class == classPending && o.listener && (oldest == nil || o.accepted.Before(oldest.accepted)) {
-			oldest = o
+		if o.class == class && o.listener {
+			n++
 		}
 	}
-	if oldest == nil {
-		return false
-	}
-	oldest.Close()
-	delete(s.conns, oldest)
-	return true
+	return n
 }
 
-// evictIdlestObserverLocked closes the observer connection idle longest.
-func (s *Session) evictIdlestObserverLocked() {
-	var idlest *umbConn
+// evictLocked closes one connection of the session socket of class (pending
+// or observer): of the process holding the most of them (newcomer, about to
+// add one, counts one more), the one idle longest. False when there is none.
+func (s *Session) evictLocked(class connClass, newcomer int) bool {
+	per := map[int]int{}
+	if newcomer != 0 {
+		per[newcomer] = 1
+	}
 	for o := range s.conns {
-		if o.class == classObserver && (idlest == nil || o.lastActive.Before(idlest.lastActive)) {
-			idlest = o
+		if o.class == class && o.listener {
+			per[o.pid]++
 		}
 	}
-	if idlest != nil {
-		idlest.Close()
-		delete(s.conns, idlest)
+	// Doubled weights break ties against the newcomer.
+	heaviest, most := 0, 0
+	for pid, n := range per {
+		w := 2 * n
+		if pid == newcomer {
+			w--
+		}
+		if w > most {
+			heaviest, most = pid, w
+		}
 	}
+	var victim *umbConn
+	for o := range s.conns {
+		if o.class == class && o.listener && o.pid == heaviest && (victim == nil || o.lastActive.Before(victim.lastActive)) {
+			victim = o
+		}
+	}
+	if victim == nil {
+		return false // the newcomer's process is the heaviest and has none yet
+	}
+	victim.Close()
+	delete(s.conns, victim)
+	return true
 }
 
 // promoteLocked moves c from pending to the class its hello earned, within
@@ -196,7 +211,6 @@ func (s *Session) evictIdlestObserverLocked() {
 // refusal.
 func (s *Session) promoteLocked(c *umbConn, who peer) error {
 	count := 0
-	var idlest *umbConn
 	class := classOwner
 	switch who.role {
 	case wire.RoleCell:
@@ -209,15 +223,11 @@ func (s *Session) promoteLocked(c *umbConn, who peer) error {
 			continue
 		}
 		count++
-		if idlest == nil || o.lastActive.Before(idlest.lastActive) {
-			idlest = o
-		}
 	}
 	switch {
 	case !c.listener:
 	case class == classObserver && count >= maxObservers:
-		idlest.Close()
-		delete(s.conns, idlest)
+		s.evictLocked(classObserver, c.pid)
 	case class == classCell && count >= maxConnsPerCell:
 		return fmt.Errorf("cell %s already holds %d connections to the root", who.key, count)
 	case class == classOwner && count >= maxOwnerConns:

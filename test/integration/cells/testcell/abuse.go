@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/cellproject/cell/cell"
 )
@@ -31,6 +35,50 @@ func abuse(ctx context.Context, sess *cell.Session, method, arg string) ([]byte,
 			return result(err), nil
 		}
 		return result(os.Chmod(dir, 0o500)), nil
+	case "flood":
+		return flood(ctx, arg)
 	}
 	return nil, cell.UnknownMethod(method)
+}
+
+// flood opens n connections to the umbilical ("n,hold"), every other one
+// saying hello as observer, holds them for hold and reports how many it had
+// open: the attack of issue 10's first finding, from inside a sandbox.
+func flood(ctx context.Context, arg string) ([]byte, error) {
+	nStr, holdStr, _ := strings.Cut(arg, ",")
+	n, err := strconv.Atoi(nStr)
+	if err != nil {
+		return nil, err
+	}
+	hold, err := time.ParseDuration(holdStr)
+	if err != nil {
+		return nil, err
+	}
+	path := os.Getenv("CELL_UMBILICAL")
+	hello := []byte(`{"id":1,"op":"hello","v":1,"role":"observer"}`)
+	frame := append([]byte{0, 0, 0, byte(len(hello))}, hello...)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	end := time.Now().Add(hold)
+	for i := 0; len(conns) < n && time.Now().Before(end) && ctx.Err() == nil; i++ {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			time.Sleep(time.Millisecond) // the backlog is full: the root is behind
+			continue
+		}
+		if i%2 == 0 {
+			c.Write(frame)
+		}
+		conns = append(conns, c)
+	}
+	opened := len(conns)
+	select {
+	case <-time.After(time.Until(end)):
+	case <-ctx.Done():
+	}
+	return []byte(strconv.Itoa(opened)), nil
 }
