@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -23,14 +24,27 @@ type Client struct {
 // NewClient wraps an established umbilical connection; it does not say hello.
 func NewClient(conn net.Conn) *Client { return &Client{conn: conn, nextID: 1} }
 
-// Dial connects to the umbilical socket at path.
+// Dial connects to the umbilical socket at path. A full listen backlog
+// (EAGAIN: the root is behind, or a flood is filling the queue) is retried,
+// 1 ms doubling to 50 ms, until ctx ends.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("dial umbilical %s: %w", path, err)
+	wait := time.Millisecond
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return NewClient(conn), nil
+		}
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("dial umbilical %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial umbilical %s: %w (%w)", path, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
-	return NewClient(conn), nil
 }
 
 // Conn is the underlying connection, for callers that watch it for EOF.

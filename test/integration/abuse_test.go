@@ -318,12 +318,9 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 		}
 	}
 	after := usageOf(t, root)
-	// The owner's inherited connection still answers.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_, err := s.List(ctx)
-	cancel()
-	if err != nil {
-		t.Errorf("the owner was not served while accept failed: %v", err)
+	// The session lives on: out of fds is no reason to end it.
+	if err := syscall.Kill(root, 0); err != nil {
+		t.Fatalf("the root died while accept failed: %v", err)
 	}
 	spent := after.cpu - before.cpu
 	lines := strings.Count(log.String(), "umbilical accept failing") - logBefore
