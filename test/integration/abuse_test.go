@@ -301,7 +301,8 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 			nc.Close()
 		}
 	}()
-	attackEnd := time.Now().Add(3 * time.Second)
+	attackStart := time.Now()
+	attackEnd := attackStart.Add(3 * time.Second)
 	before := usageOf(t, root)
 	logBefore := strings.Count(log.String(), "umbilical accept failing")
 	for time.Now().Before(attackEnd) {
@@ -318,21 +319,24 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 		}
 	}
 	after := usageOf(t, root)
+	elapsed := time.Since(attackStart)
 	// The session lives on: out of fds is no reason to end it.
 	if err := syscall.Kill(root, 0); err != nil {
 		t.Fatalf("the root died while accept failed: %v", err)
 	}
 	spent := after.cpu - before.cpu
 	lines := strings.Count(log.String(), "umbilical accept failing") - logBefore
-	t.Logf("during 3 s of EMFILE the root used %s of CPU and logged %d accept lines; %d connections held", spent, lines, len(held))
+	t.Logf("during %s of attack the root used %s of CPU and logged %d accept lines; %d connections held", elapsed, spent, lines, len(held))
 	if !strings.Contains(log.String(), "too many open files") {
 		t.Fatal("the root never hit EMFILE: the attack did not reproduce")
 	}
-	if spent > time.Second {
-		t.Errorf("the root spent %s of CPU in 3 s of failing accepts: it spins", spent)
+	// Spinning on EMFILE cost 63-93 % of a core (issue 10); backing off
+	// costs a few.
+	if spent > elapsed/4 {
+		t.Errorf("the root spent %s of CPU in %s of failing accepts: it spins", spent, elapsed)
 	}
 	if lines > 2 {
-		t.Errorf("the root logged %d accept failures in 3 s: not rate-limited", lines)
+		t.Errorf("the root logged %d accept failures in %s: not rate-limited", lines, elapsed)
 	}
 	for _, nc := range held {
 		nc.Close()
