@@ -77,6 +77,7 @@ func TestCrashPoints(t *testing.T) {
 			base := isolatedRuntime(t)
 			allow := writeAllowlist(t, b.allowlist)
 			start := time.Now()
+			collected := map[string]int{}
 			for i := 0; i < n; i++ {
 				killOwner := rng.Intn(2) == 0
 				delay := time.Duration(rng.Int63n(int64(b.window)))
@@ -86,9 +87,13 @@ func TestCrashPoints(t *testing.T) {
 				} else {
 					crashRoot(t, b, allow, delay)
 				}
-				requireNothingLeft(t, b, base, allow, what)
+				for k, v := range requireNothingLeft(t, b, base, allow, what) {
+					collected[k] += v
+				}
 			}
-			t.Logf("%d crash points in %s", n, time.Since(start).Round(time.Second))
+			// What the next roots found to collect shows that the kills
+			// hit the spawns, not only quiet moments.
+			t.Logf("%d crash points in %s; the next roots collected: %v", n, time.Since(start).Round(time.Second), collected)
 		})
 	}
 }
@@ -159,24 +164,32 @@ func crashOwner(t *testing.T, b crashBackend, allow string, delay time.Duration)
 // nothing of any session is left: no file under base, no process naming
 // base, no conmon or runc init of ours, no container of ours in Podman,
 // external ones included.
-func requireNothingLeft(t *testing.T, b crashBackend, base, allow, what string) {
+// It returns how often the next root's log reported each kind of collection.
+func requireNothingLeft(t *testing.T, b crashBackend, base, allow, what string) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	var log testutil.SyncBuffer
 	next, err := cell.Start(ctx, cell.OwnerOptions{
 		Cellroot:  filepath.Join(binDir(t), "cellroot"),
 		Allowlist: allow,
-		Stderr:    io.Discard,
+		Stderr:    &log,
 	})
 	if err != nil {
 		t.Fatalf("%s: the next root did not start: %v", what, err)
 	}
 	next.Close()
+	found := map[string]int{}
+	for _, kind := range []string{"collected dead session", "killed conmon and runc processes", "removed containers of dead sessions"} {
+		if n := strings.Count(log.String(), kind); n > 0 {
+			found[kind] = n
+		}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		left := leftovers(t, b, base)
 		if len(left) == 0 {
-			return
+			return found
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: left behind after the next root:\n  %s", what, strings.Join(left, "\n  "))
