@@ -12,11 +12,16 @@ import (
 	"github.com/cellproject/cell/wire"
 )
 
-// conformanceAllowlist adds to the test allowlist a cell that can never
-// become ready.
+// conformanceAllowlist adds to the test allowlist a cell that exits at
+// once and one that never becomes ready.
 const conformanceAllowlist = testAllowlist + `
 [cell.broken]
 exec = "/bin/false"
+backend = "process"
+
+[cell.sleeper]
+exec = "/bin/sleep"
+args = ["30"]
 backend = "process"
 `
 
@@ -267,4 +272,21 @@ func TestUmbilicalConformance(t *testing.T) {
 			t.Errorf("the root sends %s, which the page's error table does not list", code)
 		}
 	}
+}
+
+// TestShutdownAnswersInFlight: a spawn waiting for readiness when the
+// session ends gets shutting_down with its own id, then the connection
+// closes (the page's "Ending" section).
+func TestShutdownAnswersInFlight(t *testing.T) {
+	s, _ := startSession(t, conformanceAllowlist)
+	c := helloRaw(t, s, wire.RoleOwner, ownerToken(t, s))
+	wire.WriteMessage(c, wire.Request{ID: 42, Op: wire.OpSpawn, Name: "sleeper"})
+	// The spawn is in flight once the cell is listed as starting.
+	waitFor(t, "sleeper is starting", func() bool {
+		cells, err := s.List(testCtx(t))
+		return err == nil && len(cells) == 1 && cells[0].State == "starting"
+	})
+	go s.Close()
+	expectCode(t, c, wire.CodeShuttingDown, 42)
+	requireClosed(t, c, "after shutting_down")
 }
