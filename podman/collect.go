@@ -70,7 +70,7 @@ func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string)
 // the private dirs of backends that died without closing. It returns the
 // sessions it removed containers of.
 func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
-	killed, killErr := killLeftoverConmons(live)
+	killed, killErr := killLeftoverConmons(b.opts.Base, live)
 	if killed > 0 {
 		b.opts.Log.Info("killed conmon and runc processes of dead sessions", zap.Int("processes", killed))
 	}
@@ -97,10 +97,11 @@ func (b *Backend) CollectDead(ctx context.Context, live func(session string) boo
 	return sessions, errors.Join(killErr, extErr, err, b.collectPrivateDirs())
 }
 
-// removeExternal removes the containers of dead sessions that Podman lists
-// only with External: a create cut short left them in storage without its
-// database record, or without their labels. Having no labels to go by,
-// they are known by ContainerName's pattern, which names the session.
+// removeExternal removes the storage-only containers of dead sessions, which
+// Podman lists only with External: a create cut short left them in storage
+// without a database record. Having no labels to go by, they are known by
+// ContainerName's pattern, which names the session; a storage-only container
+// of a live session (one being created right now) is left alone.
 func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([]string, error) {
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
@@ -111,8 +112,8 @@ func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([
 	var sessions []string
 	var errs []error
 	for _, c := range list {
-		if len(c.Labels) > 0 && (c.Labels[LabelSession] == "" || c.Labels[LabelBase] != b.opts.Base) {
-			continue // labelled, and not ours
+		if c.State != "storage" {
+			continue // in the database: removeWhere goes by its labels
 		}
 		session := ""
 		for _, n := range c.Names {
@@ -120,7 +121,7 @@ func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([
 				session = s
 			}
 		}
-		if session == "" || live(session) || (len(c.Labels) > 0 && c.Labels[LabelSession] != session) {
+		if session == "" || live(session) {
 			continue
 		}
 		rctx, rcancel := b.callCtx(ctx)

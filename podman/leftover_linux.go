@@ -74,9 +74,18 @@ func scanProcs() ([]procEntry, error) {
 }
 
 // conmonSession returns the session of a conmon serving one of our
-// containers: its -n/--name argument.
-func conmonSession(p procEntry) (string, bool) {
+// containers of runtime dir base: its -n/--name argument names the session,
+// and its log path lies in the backend's private dir under base, so that
+// the roots of another runtime dir of the same user are left alone.
+func conmonSession(p procEntry, base string) (string, bool) {
 	if p.comm != "conmon" {
+		return "", false
+	}
+	ours := false
+	for _, a := range p.args {
+		ours = ours || strings.Contains(a, base+"/"+privPrefix)
+	}
+	if !ours {
 		return "", false
 	}
 	for i, a := range p.args {
@@ -90,10 +99,10 @@ func conmonSession(p procEntry) (string, bool) {
 	return "", false
 }
 
-// killLeftoverConmons kills every conmon of a dead session's container, the
-// processes it reaps first (runc init, the container's init), and returns
-// how many processes it killed.
-func killLeftoverConmons(live func(string) bool) (int, error) {
+// killLeftoverConmons kills every conmon of a dead session's container under
+// base, the processes it reaps first (runc init, the container's init), and
+// returns how many processes it killed.
+func killLeftoverConmons(base string, live func(string) bool) (int, error) {
 	procs, err := scanProcs()
 	if err != nil {
 		return 0, err
@@ -104,7 +113,7 @@ func killLeftoverConmons(live func(string) bool) (int, error) {
 	}
 	killed := 0
 	for _, p := range procs {
-		session, ok := conmonSession(p)
+		session, ok := conmonSession(p, base)
 		if !ok || live(session) {
 			continue
 		}
