@@ -79,13 +79,21 @@ func TestCrashPoints(t *testing.T) {
 			start := time.Now()
 			collected := map[string]int{}
 			for i := 0; i < n; i++ {
-				killOwner := rng.Intn(2) == 0
+				mode := rng.Intn(3)
 				delay := time.Duration(rng.Int63n(int64(b.window)))
-				what := fmt.Sprintf("%s iteration %d (seed %d): kill the %s after %s", b.name, i, seed, map[bool]string{true: "owner", false: "root"}[killOwner], delay)
-				if killOwner {
+				what := fmt.Sprintf("%s iteration %d (seed %d): %s", b.name, i, seed, [...]string{
+					"kill the owner after " + delay.String(), "kill the root after " + delay.String(),
+					"kill the root inside a launch, " + (delay / 16).String() + " after its first sign"}[mode])
+				switch mode {
+				case 0:
 					crashOwner(t, b, allow, delay)
-				} else {
-					crashRoot(t, b, allow, delay)
+				case 1:
+					crashRoot(t, b, allow, delay, false)
+				case 2:
+					// Aimed at the launch itself: the moment the backend's
+					// first process for a cell appears (conmon, bwrap), plus
+					// a little, is when a create or start is cut short.
+					crashRoot(t, b, allow, delay/16, true)
 				}
 				for k, v := range requireNothingLeft(t, b, base, allow, what) {
 					collected[k] += v
@@ -99,8 +107,9 @@ func TestCrashPoints(t *testing.T) {
 }
 
 // crashRoot runs a session owned by this process and SIGKILLs its root
-// delay after the spawns began.
-func crashRoot(t *testing.T, b crashBackend, allow string, delay time.Duration) {
+// delay after the spawns began or, when aimed, delay after the first process
+// of a launch (conmon or bwrap naming the session) appeared.
+func crashRoot(t *testing.T, b crashBackend, allow string, delay time.Duration, aimed bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -128,10 +137,28 @@ func crashRoot(t *testing.T, b crashBackend, allow string, delay time.Duration) 
 			conn.Close()
 		}
 	}()
+	if aimed {
+		waitLaunchSign(s.ID(), 10*time.Second)
+	}
 	time.Sleep(delay)
 	syscall.Kill(root, syscall.SIGKILL)
 	wg.Wait()
 	s.Close()
+}
+
+// waitLaunchSign polls until a conmon or bwrap process names the session.
+func waitLaunchSign(session string, limit time.Duration) {
+	end := time.Now().Add(limit)
+	for time.Now().Before(end) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err == nil && strings.Contains(string(cmd), session) && (strings.Contains(string(cmd), "conmon") || strings.Contains(string(cmd), "bwrap")) {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // crashOwner runs the owner helper (TestMain's "owner" role: it grows probe,
