@@ -82,3 +82,12 @@ uninstall-user:
 
 clean:
 	rm -rf $(BIN)
+
+# --- crash points (issue 10) -------------------------------------------------
+# Kills the root or the owner at random moments in the spawns, CRASHPOINTS
+# times per backend (bwrap, podman), and requires the next root to leave
+# nothing behind. The seed is printed; CELL_CRASHPOINT_SEED=N replays it.
+CRASHPOINTS ?= 100
+.PHONY: crashpoints
+crashpoints: deps
+	CELL_CRASHPOINTS=$(CRASHPOINTS) CELL_TEST_TIMEOUT=40m CELL_TEST_PKGS=./test/integration/ CELL_TEST_RUN='^TestCrashPoints$$' CELL_FUZZTIME=1s bash test/run-tests.sh

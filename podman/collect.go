@@ -64,10 +64,21 @@ func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string)
 }
 
 // CollectDead removes every container of this runtime dir whose session is
-// not live, and the private dirs of backends that died without closing. It
-// returns the sessions it removed containers of.
+// not live, in every state: first the conmon and runc init a root killed
+// mid-create left (they hold the container), then the containers Podman
+// knows, then storage-only ones that only `podman ps --external` shows; and
+// the private dirs of backends that died without closing. It returns the
+// sessions it removed containers of.
 func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
+	killed, killErr := killLeftoverConmons(b.opts.Base, live)
+	if killed > 0 {
+		b.opts.Log.Info("killed conmon and runc processes of dead sessions", zap.Int("processes", killed))
+	}
 	dead := map[string]bool{}
+	external, extErr := b.removeExternal(ctx, live)
+	for _, s := range external {
+		dead[s] = true
+	}
 	_, err := b.removeWhere(ctx, func(labels map[string]string) bool {
 		s := labels[LabelSession]
 		if live(s) {
@@ -83,7 +94,46 @@ func (b *Backend) CollectDead(ctx context.Context, live func(session string) boo
 	if len(sessions) > 0 {
 		b.opts.Log.Info("removed containers of dead sessions", zap.Strings("sessions", sessions))
 	}
-	return sessions, errors.Join(err, b.collectPrivateDirs())
+	return sessions, errors.Join(killErr, extErr, err, b.collectPrivateDirs())
+}
+
+// removeExternal removes the storage-only containers of dead sessions, which
+// Podman lists only with External: a create cut short left them in storage
+// without a database record. Having no labels to go by, they are known by
+// ContainerName's pattern, which names the session; a storage-only container
+// of a live session (one being created right now) is left alone.
+func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([]string, error) {
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithExternal(true))
+	if err != nil {
+		return nil, fmt.Errorf("podman: list external containers: %w", err)
+	}
+	var sessions []string
+	var errs []error
+	for _, c := range list {
+		if c.State != "storage" {
+			continue // in the database: removeWhere goes by its labels
+		}
+		session := ""
+		for _, n := range c.Names {
+			if s, ok := sessionOfName(n); ok {
+				session = s
+			}
+		}
+		if session == "" || live(session) {
+			continue
+		}
+		rctx, rcancel := b.callCtx(ctx)
+		_, err := containers.Remove(rctx, c.ID, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
+		rcancel()
+		if err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("podman: remove container %s of dead session %s: %w", c.ID, session, err))
+			continue
+		}
+		sessions = append(sessions, session)
+	}
+	return sessions, errors.Join(errs...)
 }
 
 // youngDir is how old a private dir without a lock must be to be collected.

@@ -98,6 +98,9 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 		}
 	}
 	key := cellspec.Key(req.Name, req.Instance)
+	if err := rundir.CheckSocketPath(s.dir, key); err != nil {
+		return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("key %q cannot be a socket in this session dir: %v", key, err))
+	}
 
 	dec, entry, joined, err := s.admit(who, req, key)
 	if errors.Is(err, errShuttingDown) {
@@ -117,7 +120,7 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	// A new instance's allow is recorded by launch, once the backend has
 	// named it (pid, container or unit), so that the record carries its id.
 	if joined || !dec.Allow || err != nil {
-		s.cfg.Audit.Record(ev)
+		s.recordDecision(who, ev, time.Now())
 	}
 	if !dec.Allow {
 		return errorReply(req.ID, wire.CodeDenied, string(dec.Code), dec.Reason)
@@ -165,6 +168,14 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 		case !dec.Allow:
 			s.mu.Unlock()
 			return dec, nil, false, nil
+		case existing != nil && existing.state == stateStopping:
+			// A stop was decided first: this spawn starts the next
+			// instance once the dying one has left the table.
+			s.mu.Unlock()
+			if err := s.awaitLeft(existing); err != nil {
+				return dec, nil, false, err
+			}
+			continue
 		case existing != nil:
 			s.mu.Unlock()
 			return dec, existing, true, nil
@@ -182,11 +193,31 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 	}
 }
 
+// awaitLeft blocks until e, being stopped, has left the table.
+func (s *Session) awaitLeft(e *cellEntry) error {
+	select {
+	case <-e.ready:
+	case <-s.life.Done():
+		return errShuttingDown
+	}
+	s.mu.Lock()
+	launched := e.cur != nil
+	s.mu.Unlock()
+	if launched {
+		select {
+		case <-e.gone:
+		case <-s.life.Done():
+			return errShuttingDown
+		}
+	}
+	return nil
+}
+
 // decideLocked runs policy for a request, and refuses backends this root
 // has no implementation of.
 func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry) policy.Decision {
 	dec := policy.Decide(policy.Request{
-		Requester:      who.key,
+		Requester:      who.name,
 		RequesterDepth: who.depth,
 		Name:           req.Name,
 		Instance:       req.Instance,
@@ -355,6 +386,7 @@ func (s *Session) stopInstance(in *instance, why string) {
 func (s *Session) instanceExited(e *cellEntry, in *instance) {
 	s.mu.Lock()
 	delete(s.tokens, in.token)
+	s.endRightsLocked(in.token)
 	serving := e.cur == in && e.state == stateRunning
 	if e.next == in {
 		e.next = nil
@@ -392,6 +424,7 @@ func (s *Session) retire(e *cellEntry) {
 	for _, in := range append([]*instance{e.cur, e.next}, e.old...) {
 		if in != nil {
 			delete(s.tokens, in.token)
+			s.endRightsLocked(in.token)
 		}
 	}
 	ln := e.ln
@@ -409,13 +442,21 @@ func (s *Session) retire(e *cellEntry) {
 // stop handles a stop request: the owner may stop any cell, a cell only those
 // it spawned.
 func (s *Session) stop(who peer, req wire.Request) wire.Reply {
+	if _, _, err := cellspec.SplitKey(req.Name); err != nil {
+		return errorReply(req.ID, wire.CodeBadName, "", err.Error())
+	}
 	s.mu.Lock()
 	e := s.cells[req.Name]
+	permitted := e != nil && (who.role == wire.RoleOwner || e.parent == who.key)
+	if permitted {
+		// Decided: from here a spawn of this key waits for the next instance.
+		e.state = stateStopping
+	}
 	s.mu.Unlock()
 	if e == nil {
 		return errorReply(req.ID, wire.CodeNotFound, "", fmt.Sprintf("no cell %q runs in this session", req.Name))
 	}
-	if who.role != wire.RoleOwner && e.parent != who.key {
+	if !permitted {
 		return errorReply(req.ID, wire.CodeNotPermitted, "", fmt.Sprintf("%s did not spawn %q", who.describe(), req.Name))
 	}
 	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStop, Session: s.id, Requester: who.key, Cell: e.name, Key: e.key,

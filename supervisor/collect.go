@@ -36,7 +36,7 @@ func Collect(base string, log *zap.Logger) ([]string, error) {
 			continue
 		}
 		killed := killRecorded(rundir.RecordPath(base, id), log)
-		if err := os.RemoveAll(filepath.Join(base, id)); err != nil {
+		if err := rundir.RemoveAll(filepath.Join(base, id)); err != nil {
 			errs = append(errs, fmt.Errorf("collect session %s: %w", id, err))
 		}
 		os.Remove(rundir.RecordPath(base, id))

@@ -1,11 +1,13 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,9 +22,13 @@ const helloTimeout = 5 * time.Second
 // peer is who a connection speaks for, fixed by its hello.
 type peer struct {
 	role  wire.Role
-	key   string // the cell's key; empty for the owner and observers
-	token string // the cell instance's token; empty for the owner and observers
+	key   string // the cell's instance key; empty for the owner and observers
+	name  string // the cell's name, which policy knows it by
+	token string // the cell instance's token; rights end when it leaves the table
 	depth int
+	// budget is the principal's rate and audit budget: shared by every
+	// connection of one cell token, per connection otherwise.
+	budget *budget
 }
 
 func (p peer) describe() string {
@@ -33,72 +39,97 @@ func (p peer) describe() string {
 }
 
 // serveConn runs one umbilical connection to its end. ownerConn marks the
-// owner's own connection, whose end is the session's end.
-func (s *Session) serveConn(conn net.Conn, ownerConn bool) {
-	defer conn.Close()
+// owner's own connection, whose end is the session's end. A connection of
+// the session socket arrives registered (acceptLoop); the owner's is
+// registered here.
+func (s *Session) serveConn(c *umbConn, ownerConn bool) {
+	defer c.Close()
+	defer s.untrack(c)
 	log := s.cfg.Log.With(zap.Bool("owner_conn", ownerConn))
-	if err := checkPeer(conn, os.Getuid()); err != nil {
-		log.Warn("refused umbilical connection", zap.Error(err))
-		return
+	if ownerConn {
+		pid, err := checkPeer(c.Conn, os.Getuid())
+		if err != nil {
+			log.Warn("refused umbilical connection", zap.Error(err))
+			return
+		}
+		c.pid = pid
+		s.mu.Lock()
+		ok := s.admitConnLocked(c)
+		s.mu.Unlock()
+		if !ok {
+			return
+		}
 	}
-	if !s.track(conn) {
-		return
-	}
-	defer s.untrack(conn)
 
-	conn.SetReadDeadline(time.Now().Add(helloTimeout))
-	who, ok := s.hello(conn, ownerConn, log)
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	who, ok := s.hello(c, ownerConn, log)
 	if !ok {
 		return
 	}
-	conn.SetReadDeadline(time.Time{})
+	c.SetReadDeadline(time.Time{})
 	log = log.With(zap.String("peer", who.describe()))
 
-	limit := newRateLimiter(time.Now())
 	for {
-		payload, err := wire.ReadFrame(conn, wire.MaxFrame)
+		if who.role == wire.RoleObserver {
+			c.SetReadDeadline(time.Now().Add(observerIdle))
+		}
+		payload, err := wire.ReadFrame(c, wire.MaxFrame)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				log.Info("umbilical connection closed", zap.Error(err))
 			}
 			return
 		}
-		if !limit.allow(time.Now()) {
-			s.reply(conn, errorReply(0, wire.CodeRateLimited, "", "too many requests; slow down"))
-			continue
+		now := time.Now()
+		s.mu.Lock()
+		c.lastActive = now
+		s.mu.Unlock()
+		req, decodeErr := wire.DecodeRequest(payload)
+		if !c.begin() {
+			c.send(errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending"))
+			return
 		}
-		req, err := wire.DecodeRequest(payload)
-		if err != nil {
-			s.reply(conn, errorReply(0, wire.CodeBadFrame, "", err.Error()))
-			continue
-		}
-		if req.Op == wire.OpListener { // its reply carries a descriptor
-			if !s.handOver(conn, who, req) {
+		var rep wire.Reply
+		keepOpen := true
+		switch {
+		case !who.budget.allow(now):
+			rep = errorReply(req.ID, wire.CodeRateLimited, "", fmt.Sprintf("over %d requests in a burst or %d a second; slow down", rateBurst, ratePerSecond))
+		case decodeErr != nil:
+			rep = errorReply(0, wire.CodeBadFrame, "", decodeErr.Error())
+		case req.Op == wire.OpListener: // its reply carries a descriptor
+			if !s.handOver(c, who, req) {
 				return
 			}
 			continue
+		default:
+			rep, keepOpen = s.dispatch(who, req)
 		}
-		rep, keepOpen := s.dispatch(who, req)
-		if !s.reply(conn, rep) || !keepOpen {
+		if !c.finish(rep) || !keepOpen {
 			return
 		}
 	}
 }
 
-// hello reads and answers the first request, which must be a hello.
-func (s *Session) hello(conn net.Conn, ownerConn bool, log *zap.Logger) (peer, bool) {
-	payload, err := wire.ReadFrame(conn, wire.MaxFrame)
-	if err != nil {
-		log.Info("umbilical connection closed before hello", zap.Error(err))
-		return peer{}, false
-	}
-	req, err := wire.DecodeRequest(payload)
-	if err != nil {
-		s.reply(conn, errorReply(0, wire.CodeBadFrame, "", err.Error()))
-		return peer{}, false
+// hello reads and answers the first request, which must be a hello. Frames
+// that are not a request get bad_frame and the connection stays open, as
+// after hello, until the hello deadline.
+func (s *Session) hello(c *umbConn, ownerConn bool, log *zap.Logger) (peer, bool) {
+	var req wire.Request
+	for {
+		payload, err := wire.ReadFrame(c, wire.MaxFrame)
+		if err != nil {
+			log.Info("umbilical connection closed before hello", zap.Error(err))
+			return peer{}, false
+		}
+		if req, err = wire.DecodeRequest(payload); err == nil {
+			break
+		}
+		if !c.send(errorReply(0, wire.CodeBadFrame, "", err.Error())) {
+			return peer{}, false
+		}
 	}
 	refuse := func(code wire.Code, msg string) (peer, bool) {
-		s.reply(conn, errorReply(req.ID, code, "", msg))
+		c.send(errorReply(req.ID, code, "", msg))
 		return peer{}, false
 	}
 	switch {
@@ -121,15 +152,19 @@ func (s *Session) hello(conn net.Conn, ownerConn bool, log *zap.Logger) (peer, b
 	case wire.RoleCell:
 		s.mu.Lock()
 		key, known := s.tokens[req.Token]
-		var depth int
+		who = peer{role: wire.RoleCell, key: key, token: req.Token}
 		if known {
-			depth = s.cells[key].depth
+			e := s.cells[key]
+			who.name, who.depth = e.name, e.depth
+			if who.budget = s.budgets[req.Token]; who.budget == nil {
+				who.budget = newBudget(time.Now())
+				s.budgets[req.Token] = who.budget
+			}
 		}
 		s.mu.Unlock()
 		if !known || req.Token == "" {
 			return refuse(wire.CodeUnknownToken, "no cell of this session has that token")
 		}
-		who = peer{role: wire.RoleCell, key: key, token: req.Token, depth: depth}
 		rep.Self = key
 	case wire.RoleObserver:
 		who = peer{role: wire.RoleObserver}
@@ -139,11 +174,29 @@ func (s *Session) hello(conn net.Conn, ownerConn bool, log *zap.Logger) (peer, b
 	if ownerConn && who.role != wire.RoleOwner {
 		return refuse(wire.CodeNotPermitted, "the owner's connection must say hello as owner")
 	}
-	return who, s.reply(conn, rep)
+	s.mu.Lock()
+	if who.budget == nil {
+		c.own = newBudget(time.Now())
+		who.budget = c.own
+	}
+	err := s.promoteLocked(c, who)
+	s.mu.Unlock()
+	if err != nil {
+		return refuse(wire.CodeTooManyConnections, err.Error())
+	}
+	return who, c.send(rep)
 }
 
 // dispatch answers one request after hello; keepOpen false closes the connection.
 func (s *Session) dispatch(who peer, req wire.Request) (rep wire.Reply, keepOpen bool) {
+	if who.role == wire.RoleCell {
+		s.mu.Lock()
+		_, alive := s.tokens[who.token]
+		s.mu.Unlock()
+		if !alive {
+			return errorReply(req.ID, wire.CodeUnknownToken, "", fmt.Sprintf("cell %s has ended; its token is void", who.key)), false
+		}
+	}
 	switch req.Op {
 	case wire.OpHello:
 		return errorReply(req.ID, wire.CodeHelloRequired, "", "hello was already said on this connection"), false
@@ -166,61 +219,52 @@ func (s *Session) dispatch(who peer, req wire.Request) (rep wire.Reply, keepOpen
 		}
 		return s.awaitFailure(req), true
 	case wire.OpList:
-		return wire.Reply{ID: req.ID, OK: true, Cells: s.list()}, true
+		return s.listPage(req), true
 	default:
 		return errorReply(req.ID, wire.CodeUnknownOp, "", fmt.Sprintf("unknown operation %q", req.Op)), true
 	}
-}
-
-// reply writes rep; false means the connection is broken.
-func (s *Session) reply(conn net.Conn, rep wire.Reply) bool {
-	conn.SetWriteDeadline(time.Now().Add(helloTimeout))
-	err := wire.WriteMessage(conn, rep)
-	conn.SetWriteDeadline(time.Time{})
-	return err == nil
 }
 
 func errorReply(id uint64, code wire.Code, reason, msg string) wire.Reply {
 	return wire.Reply{ID: id, Error: &wire.Error{Code: code, Reason: reason, Message: msg}}
 }
 
-// track registers conn for teardown; false when the session is closing.
-func (s *Session) track(conn net.Conn) bool {
+// untrack forgets c; an owner or observer connection's last aggregate of
+// denials is recorded now, since nothing else will.
+func (s *Session) untrack(c *umbConn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[conn] = struct{}{}
-	return true
-}
-
-func (s *Session) untrack(conn net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, conn)
+	delete(s.conns, c)
 	s.mu.Unlock()
-}
-
-// rateLimiter is a token bucket: a burst of rateBurst requests, refilled at
-// ratePerSecond. Only its connection's goroutine uses it.
-type rateLimiter struct {
-	tokens float64
-	last   time.Time
-}
-
-const (
-	rateBurst     = 100
-	ratePerSecond = 20
-)
-
-func newRateLimiter(now time.Time) *rateLimiter { return &rateLimiter{tokens: rateBurst, last: now} }
-
-func (r *rateLimiter) allow(now time.Time) bool {
-	r.tokens = min(rateBurst, r.tokens+now.Sub(r.last).Seconds()*ratePerSecond)
-	r.last = now
-	if r.tokens < 1 {
-		return false
+	if c.own != nil {
+		s.flushBudget(c.own, true)
 	}
-	r.tokens--
-	return true
+}
+
+// listPageBudget is how many bytes of cell entries one list reply carries
+// at most, leaving room for the envelope under wire.MaxFrame.
+const listPageBudget = wire.MaxFrame - 4<<10
+
+// listPage answers a list request with the cells whose keys sort after its
+// cursor, as many as fit one frame; Next is set when more follow.
+func (s *Session) listPage(req wire.Request) wire.Reply {
+	infos := s.list()
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
+	rep := wire.Reply{ID: req.ID, OK: true}
+	size := 0
+	for _, info := range infos {
+		if info.Key <= req.Cursor {
+			continue
+		}
+		b, err := json.Marshal(info)
+		if err != nil {
+			continue
+		}
+		if size+len(b)+1 > listPageBudget && len(rep.Cells) > 0 {
+			rep.Next = rep.Cells[len(rep.Cells)-1].Key
+			break
+		}
+		size += len(b) + 1
+		rep.Cells = append(rep.Cells, info)
+	}
+	return rep
 }

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"time"
 
 	"github.com/cellproject/cell/wire"
 )
@@ -64,7 +63,7 @@ var errNoListener = errors.New("no listener is held for this connection")
 // handOver answers a cell's listener request with its cell's listening
 // socket attached (SCM_RIGHTS), and marks the asking instance as serving.
 // false means the connection is broken.
-func (s *Session) handOver(conn net.Conn, who peer, req wire.Request) bool {
+func (s *Session) handOver(c *umbConn, who peer, req wire.Request) bool {
 	s.mu.Lock()
 	var in *instance
 	var file *os.File
@@ -76,14 +75,10 @@ func (s *Session) handOver(conn net.Conn, who peer, req wire.Request) bool {
 		}
 	}
 	s.mu.Unlock()
-	uc, isUnix := conn.(*net.UnixConn)
-	if in == nil || !isUnix {
-		return s.reply(conn, errorReply(req.ID, wire.CodeNotFound, "", fmt.Sprintf("%s: %v", who.describe(), errNoListener)))
+	if in == nil {
+		return c.finish(errorReply(req.ID, wire.CodeNotFound, "", fmt.Sprintf("%s: %v", who.describe(), errNoListener)))
 	}
-	conn.SetWriteDeadline(time.Now().Add(helloTimeout))
-	err := wire.WriteMessageFile(uc, wire.Reply{ID: req.ID, OK: true, Key: who.key}, file)
-	conn.SetWriteDeadline(time.Time{})
-	if err != nil {
+	if !c.finishFile(wire.Reply{ID: req.ID, OK: true, Key: who.key}, file) {
 		return false
 	}
 	in.markTook()

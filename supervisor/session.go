@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -93,13 +92,16 @@ type Session struct {
 	endNow context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu guards cells, tokens, conns, closing, failures and failed. It is
-	// never held while waiting on a cell or the network.
+	// mu guards cells, tokens, conns, budgets, closing, failures and
+	// failed. It is never held while waiting on a cell or the network.
 	mu      sync.Mutex
 	cells   map[string]*cellEntry
 	tokens  map[string]string // cell instance token -> key
-	conns   map[net.Conn]struct{}
+	conns   map[*umbConn]struct{}
+	budgets map[string]*budget // cell token -> its rate and audit budget
 	closing bool
+	// maxConns bounds conns (limits.go); fixed at New.
+	maxConns int
 	// failures lists the cells that failed past their restart limit;
 	// failed is closed (and replaced) at each.
 	failures []string
@@ -128,8 +130,11 @@ func New(cfg Config) (*Session, error) {
 		dir:    dir,
 		cells:  map[string]*cellEntry{},
 		tokens: map[string]string{},
-		conns:  map[net.Conn]struct{}{},
+		conns:  map[*umbConn]struct{}{},
 		failed: make(chan struct{}),
+
+		budgets:  map[string]*budget{},
+		maxConns: maxTotalConns(),
 	}
 	fail := func(err error) (*Session, error) {
 		s.removeFiles()
@@ -165,15 +170,19 @@ func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
 	s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
 
 	ownerGone := make(chan struct{})
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		defer close(ownerGone)
-		s.serveConn(owner, true)
+		s.serveConn(&umbConn{Conn: owner, accepted: time.Now()}, true)
 	}()
 	go func() {
 		defer s.wg.Done()
 		s.acceptLoop()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.auditFlusher()
 	}()
 
 	reason := "owner closed the umbilical"
@@ -186,32 +195,15 @@ func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
 	return nil
 }
 
-func (s *Session) acceptLoop() {
-	for {
-		conn, err := s.listener.AcceptUnix()
-		if err != nil {
-			if s.life.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				s.cfg.Log.Warn("umbilical accept", zap.Error(err))
-				continue
-			}
-			return
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn, false)
-		}()
-	}
-}
-
 // teardown stops every cell, closes every connection and removes every file
 // of the session. The session is unusable afterwards.
 func (s *Session) teardown(reason string) {
 	s.cfg.Log.Info("session ending", zap.String("session", s.id), zap.String("reason", reason))
 	s.mu.Lock()
 	s.closing = true
+	conns := make([]*umbConn, 0, len(s.conns))
 	for c := range s.conns {
-		c.Close() // cells see their umbilical close and can exit on their own
+		conns = append(conns, c)
 	}
 	entries := make([]*cellEntry, 0, len(s.cells))
 	for _, e := range s.cells {
@@ -219,7 +211,13 @@ func (s *Session) teardown(reason string) {
 	}
 	s.mu.Unlock()
 	s.listener.Close()
+	// Ending life first answers every spawn in flight with shutting_down;
+	// then every connection hears shutting_down and closes (cells see their
+	// umbilical end and can exit on their own).
 	s.endNow()
+	for _, c := range conns {
+		c.shutdown()
+	}
 
 	var stops sync.WaitGroup
 	for _, e := range entries {
@@ -230,6 +228,10 @@ func (s *Session) teardown(reason string) {
 		}()
 	}
 	stops.Wait()
+	// A stop in flight has answered now; nothing else may hold a connection.
+	for _, c := range conns {
+		c.Close()
+	}
 	s.endBackends()
 	s.wg.Wait()
 	s.removeFiles()
@@ -253,7 +255,7 @@ func (s *Session) endBackends() {
 // removeFiles deletes the session dir, the record and, last, the root lock,
 // so that a collector never sees a half-removed session as live.
 func (s *Session) removeFiles() {
-	if err := os.RemoveAll(s.dir); err != nil {
+	if err := rundir.RemoveAll(s.dir); err != nil {
 		s.cfg.Log.Error("remove session dir", zap.Error(err))
 	}
 	os.Remove(rundir.RecordPath(s.cfg.Base, s.id))

@@ -155,10 +155,10 @@ func TestCheckPeerRefusesOtherUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := checkPeer(conn, os.Getuid()); err != nil {
-		t.Fatalf("own uid refused: %v", err)
+	if pid, err := checkPeer(conn, os.Getuid()); err != nil || pid != os.Getpid() {
+		t.Fatalf("own uid: pid %d, %v", pid, err)
 	}
-	if err := checkPeer(conn, os.Getuid()+1); !errors.Is(err, errForeignPeer) {
+	if _, err := checkPeer(conn, os.Getuid()+1); !errors.Is(err, errForeignPeer) {
 		t.Fatalf("another uid: err = %v, want errForeignPeer", err)
 	}
 }

@@ -16,25 +16,6 @@ import (
 	"github.com/cellproject/cell/internal/rundir"
 )
 
-func TestRateLimiter(t *testing.T) {
-	now := time.Unix(1000, 0)
-	r := newRateLimiter(now)
-	for i := 0; i < rateBurst; i++ {
-		if !r.allow(now) {
-			t.Fatalf("request %d of the burst refused", i)
-		}
-	}
-	if r.allow(now) {
-		t.Fatal("request past the burst allowed")
-	}
-	if !r.allow(now.Add(time.Second / ratePerSecond)) {
-		t.Fatal("no refill after 1/rate seconds")
-	}
-	if r.allow(now.Add(time.Second / ratePerSecond)) {
-		t.Fatal("refill gave more than one token")
-	}
-}
-
 func TestLineWriterPrefixesWholeLines(t *testing.T) {
 	var out bytes.Buffer
 	w := newLineWriter(&out)

@@ -93,8 +93,8 @@ for p in $pkgs; do
 	bin="$stage/tests/$(echo "$rel" | tr / _).test"
 	echo "--- package ./$rel"
 	if ! (cd "$stage/src/$rel" && as_user env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$user_home" \
-		USER="$user" CELL_TEST_BIN="$stage/bin" TMPDIR=/tmp \
-		"$bin" -test.v -test.timeout 10m ${CELL_TEST_RUN:+-test.run "$CELL_TEST_RUN"}) 2>&1 | tee -a "$log"; then
+		USER="$user" CELL_TEST_BIN="$stage/bin" TMPDIR=/tmp ${CELL_CRASHPOINTS:+CELL_CRASHPOINTS=$CELL_CRASHPOINTS} ${CELL_CRASHPOINT_SEED:+CELL_CRASHPOINT_SEED=$CELL_CRASHPOINT_SEED} \
+		"$bin" -test.v -test.timeout "${CELL_TEST_TIMEOUT:-10m}" ${CELL_TEST_RUN:+-test.run "$CELL_TEST_RUN"}) 2>&1 | tee -a "$log"; then
 		failed_pkgs+=("./$rel")
 	fi
 done

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// Client speaks the umbilical from the requesting side. Calls are serialised:
-// the root answers one request of a connection at a time, in order.
+// Client speaks the umbilical from the requesting side. Calls are serialised
+// on the connection: the root answers a connection's requests one at a time,
+// in order (pipelining is allowed by the protocol; this client does not use
+// it).
 type Client struct {
 	conn net.Conn
 
@@ -21,14 +24,27 @@ type Client struct {
 // NewClient wraps an established umbilical connection; it does not say hello.
 func NewClient(conn net.Conn) *Client { return &Client{conn: conn, nextID: 1} }
 
-// Dial connects to the umbilical socket at path.
+// Dial connects to the umbilical socket at path. A full listen backlog
+// (EAGAIN: the root is behind, or a flood is filling the queue) is retried,
+// 1 ms doubling to 50 ms, until ctx ends.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("dial umbilical %s: %w", path, err)
+	wait := time.Millisecond
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return NewClient(conn), nil
+		}
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("dial umbilical %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial umbilical %s: %w (%w)", path, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
-	return NewClient(conn), nil
 }
 
 // Conn is the underlying connection, for callers that watch it for EOF.
@@ -54,10 +70,30 @@ func (c *Client) Stop(ctx context.Context, key string) error {
 	return err
 }
 
-// List returns the session's cells.
+// maxListPages bounds how many pages List follows, so that a root answering
+// with a cursor that never ends cannot keep the client forever.
+const maxListPages = 1 << 12
+
+// List returns the session's cells, sorted by key, following the pages of a
+// list too large for one frame.
 func (c *Client) List(ctx context.Context) ([]CellInfo, error) {
-	rep, err := c.Call(ctx, Request{Op: OpList})
-	return rep.Cells, err
+	var cells []CellInfo
+	req := Request{Op: OpList}
+	for range maxListPages {
+		rep, err := c.Call(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		cells = append(cells, rep.Cells...)
+		if rep.Next == "" {
+			return cells, nil
+		}
+		if rep.Next <= req.Cursor {
+			return nil, fmt.Errorf("umbilical list: %w: cursor %q does not advance past %q", ErrMalformed, rep.Next, req.Cursor)
+		}
+		req.Cursor = rep.Next
+	}
+	return nil, fmt.Errorf("umbilical list: %w: more than %d pages", ErrMalformed, maxListPages)
 }
 
 // Call sends req with a fresh ID and waits for its reply. An error reply is

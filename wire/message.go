@@ -42,8 +42,8 @@ const (
 	RoleObserver Role = "observer"
 )
 
-// Request is every message a client sends. Fields unused by an op must be
-// empty; the root rejects unknown fields.
+// Request is every message a client sends. id and op are required, and v in
+// a hello; a field the op does not use is an error, as is an unknown one.
 type Request struct {
 	ID       uint64 `json:"id"`
 	Op       Op     `json:"op"`
@@ -52,6 +52,28 @@ type Request struct {
 	Token    string `json:"token,omitempty"`
 	Name     string `json:"name,omitempty"`
 	Instance string `json:"instance,omitempty"`
+	// Cursor continues a list from the Next of the previous page.
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// opFields is, per known op, every field a request of that op may carry.
+var opFields = map[Op]map[string]bool{
+	OpHello: {"id": true, "op": true, "v": true, "role": true, "token": true},
+	OpSpawn: {"id": true, "op": true, "name": true, "instance": true},
+	OpStop:  {"id": true, "op": true, "name": true},
+	OpList:  {"id": true, "op": true, "cursor": true},
+}
+
+// requestFields is every field of Request; an op not in opFields may carry
+// any of them (it gets unknown_op, not bad_frame).
+var requestFields = map[string]bool{
+	"id": true, "op": true, "v": true, "role": true, "token": true, "name": true, "instance": true, "cursor": true,
+}
+
+// replyFields is every top-level field of Reply.
+var replyFields = map[string]bool{
+	"id": true, "ok": true, "error": true, "session": true, "runtime_dir": true, "token": true, "self": true,
+	"key": true, "socket": true, "cells": true, "next": true,
 }
 
 // Reply answers the request with the same ID.
@@ -70,8 +92,10 @@ type Reply struct {
 	Key    string `json:"key,omitempty"`
 	Socket string `json:"socket,omitempty"`
 
-	// List.
+	// List: one page of cells, sorted by key; Next, when set, is the
+	// cursor of the next page.
 	Cells []CellInfo `json:"cells,omitempty"`
+	Next  string     `json:"next,omitempty"`
 }
 
 // CellInfo describes one cell of the session.
@@ -105,6 +129,9 @@ const (
 	CodeShuttingDown  Code = "shutting_down"
 	CodeUpgradeFailed Code = "upgrade_failed"
 	CodeCellFailed    Code = "cell_failed"
+	// CodeTooManyConnections: the peer's class of connection is at its
+	// bound (docs/umbilical.md, "Bounds").
+	CodeTooManyConnections Code = "too_many_connections"
 )
 
 // Error is an error reply. Reason carries the policy's code for CodeDenied.
@@ -131,37 +158,61 @@ func (e *Error) Is(target error) bool {
 // one well-formed message.
 var ErrMalformed = errors.New("wire: malformed message")
 
-// DecodeRequest parses one request strictly: unknown fields, trailing data
-// and non-object payloads are errors, so that a confused client learns of its
-// mistake instead of having parts of its message ignored.
+// DecodeRequest parses one request strictly: the payload must be valid UTF-8
+// holding one JSON object; keys match exactly (case-sensitive), none twice,
+// none unknown or unused by the op; id and op are required, and v in a
+// hello. Anything else wraps ErrMalformed, so that a confused client learns
+// of its mistake instead of having parts of its message ignored or guessed.
 func DecodeRequest(payload []byte) (Request, error) {
-	var req Request
-	if err := decodeStrict(payload, &req); err != nil {
+	present, err := checkObject(payload, requestFields)
+	if err != nil {
 		return Request{}, err
+	}
+	var req Request
+	if err := decodeStd(payload, &req); err != nil {
+		return Request{}, err
+	}
+	switch {
+	case !present["id"]:
+		return Request{}, fmt.Errorf("%w: id is required", ErrMalformed)
+	case req.ID == 0:
+		return Request{}, fmt.Errorf("%w: id must be 1 or more (0 is the id of replies to unreadable requests)", ErrMalformed)
+	case !present["op"] || req.Op == "":
+		return Request{}, fmt.Errorf("%w: op is required", ErrMalformed)
+	case req.Op == OpHello && !present["v"]:
+		return Request{}, fmt.Errorf("%w: v is required in hello", ErrMalformed)
+	case present["v"] && req.Version < 1:
+		return Request{}, fmt.Errorf("%w: v must be a positive integer", ErrMalformed)
+	}
+	if allowed, ok := opFields[req.Op]; ok {
+		for k := range present {
+			if !allowed[k] {
+				return Request{}, fmt.Errorf("%w: field %q is not used by %s", ErrMalformed, k, req.Op)
+			}
+		}
 	}
 	return req, nil
 }
 
-// DecodeReply parses one reply, as strictly as DecodeRequest.
+// DecodeReply parses one reply with the same key, duplicate and UTF-8 rules.
 func DecodeReply(payload []byte) (Reply, error) {
+	if _, err := checkObject(payload, replyFields); err != nil {
+		return Reply{}, err
+	}
 	var rep Reply
-	if err := decodeStrict(payload, &rep); err != nil {
+	if err := decodeStd(payload, &rep); err != nil {
 		return Reply{}, err
 	}
 	return rep, nil
 }
 
-func decodeStrict(payload []byte, v any) error {
-	if len(bytes.TrimSpace(payload)) == 0 || bytes.TrimSpace(payload)[0] != '{' {
-		return fmt.Errorf("%w: not a JSON object", ErrMalformed)
-	}
+// decodeStd fills v from a payload checkObject accepted; it still refuses
+// wrong types and unknown nested fields.
+func decodeStd(payload []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: trailing data after the message", ErrMalformed)
 	}
 	return nil
 }

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func frame(payload []byte) []byte {
@@ -180,6 +184,143 @@ func FuzzDecodeRequest(f *testing.F) {
 		again, err := DecodeRequest(payload)
 		if err != nil || again != req {
 			t.Fatalf("round trip: %+v -> %+v, %v", req, again, err)
+		}
+	})
+}
+
+// TestDecodeRequestRefusesWhatJSONForgives covers what encoding/json alone
+// accepts: folded keys, duplicates, invalid UTF-8, missing required fields.
+func TestDecodeRequestRefusesWhatJSONForgives(t *testing.T) {
+	for _, bad := range []string{
+		`{"ID":1,"op":"list"}`,
+		`{"id":1,"OP":"list"}`,
+		`{"id":1,"op":"hello","v":1,"role":"cell","to\u212Aen":"x"}`,
+		"{\"id\":1,\"op\":\"hello\",\"v\":1,\"role\":\"cell\",\"to\u212Aen\":\"x\"}",
+		`{"id":1,"op":"list","op":"spawn"}`,
+		`{"id":1,"id":2,"op":"list"}`,
+		"{\"id\":1,\"op\":\"spawn\",\"name\":\"a\xffb\"}",
+		`{"id":1,"op":"spawn","name":"a\ud800b"}`,
+		`{"id":1,"op":"spawn","name":"a\udc00b"}`,
+		`{"id":1,"op":"spawn","name":"\ud800\u0041"}`,
+		`{"op":"list"}`,
+		`{"id":0,"op":"list"}`,
+		`{"id":1}`,
+		`{"id":1,"op":""}`,
+		`{"id":1,"op":"hello","role":"observer"}`,
+		`{"id":1,"op":"hello","v":0,"role":"observer"}`,
+		`{"id":1,"op":"list","name":"x"}`,
+		`{"id":1,"op":"stop","name":"x","instance":"y"}`,
+		`{"id":1,"op":"spawn","name":"x","v":1}`,
+	} {
+		if req, err := DecodeRequest([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("DecodeRequest(%q) = %+v, %v; want ErrMalformed", bad, req, err)
+		}
+	}
+	for _, good := range []string{
+		`{"id":1,"op":"spawn","name":"a\ud83d\ude00"}`, // a valid surrogate pair
+		`{"id":1,"op":"hello","v":99,"role":"observer"}`,
+		`{"id":1,"op":"format-disk","name":"x"}`, // unknown op: unknown_op, not bad_frame
+		`{"id":1,"op":"list","cursor":"a"}`,
+		` {"op":"stop","id":18446744073709551615,"name":"x@y"} `,
+	} {
+		if _, err := DecodeRequest([]byte(good)); err != nil {
+			t.Errorf("DecodeRequest(%q): %v", good, err)
+		}
+	}
+}
+
+func TestDecodeReplyStrict(t *testing.T) {
+	if _, err := DecodeReply([]byte(`{"id":1,"ok":true,"OK":false}`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("folded duplicate: %v", err)
+	}
+	rep, err := DecodeReply([]byte(`{"id":1,"ok":true,"cells":[{"key":"a","name":"a","parent":"","depth":1,"backend":"bwrap","id":"1","state":"running","started":"2026-01-02T03:04:05Z"}],"next":"a"}`))
+	if err != nil || len(rep.Cells) != 1 || rep.Next != "a" {
+		t.Fatalf("list page: %+v, %v", rep, err)
+	}
+}
+
+// TestClientListFollowsPages checks that List concatenates pages and refuses
+// a cursor that does not advance.
+func TestClientListFollowsPages(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		for {
+			payload, err := ReadFrame(b, MaxFrame)
+			if err != nil {
+				return
+			}
+			req, _ := DecodeRequest(payload)
+			switch req.Cursor {
+			case "":
+				WriteMessage(b, Reply{ID: req.ID, OK: true, Cells: []CellInfo{{Key: "a"}}, Next: "a"})
+			case "a":
+				WriteMessage(b, Reply{ID: req.ID, OK: true, Cells: []CellInfo{{Key: "b"}}})
+			}
+		}
+	}()
+	cells, err := NewClient(a).List(context.Background())
+	if err != nil || len(cells) != 2 || cells[0].Key != "a" || cells[1].Key != "b" {
+		t.Fatalf("List = %+v, %v", cells, err)
+	}
+
+	c, d := net.Pipe()
+	defer c.Close()
+	defer d.Close()
+	go func() {
+		for {
+			payload, err := ReadFrame(d, MaxFrame)
+			if err != nil {
+				return
+			}
+			req, _ := DecodeRequest(payload)
+			WriteMessage(d, Reply{ID: req.ID, OK: true, Next: "a"}) // never advances
+		}
+	}()
+	if _, err := NewClient(c).List(context.Background()); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a cursor that does not advance: %v", err)
+	}
+}
+
+// FuzzCheckObject holds the strict pre-check to its promise: whatever it
+// accepts is one object of known, distinct, exactly spelled keys.
+func FuzzCheckObject(f *testing.F) {
+	for _, s := range []string{
+		`{"id":1,"op":"list"}`, `{"id":1,"id":1}`, `{"Id":1}`, `{"id":"\ud800"}`,
+		`{"id":"\ud83d\ude00"}`, `{"id":{"a":[1,{"b":2}]}}`, "{\"id\":\"\xff\"}", `{"id":1}x`,
+		`{"id":"\\ud800"}`, `{"id":"\"\u"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	known := map[string]bool{"id": true, "op": true}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		present, err := checkObject(data, known)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("accepted %q, which is not a JSON object: %v", data, err)
+		}
+		if len(m) != len(present) {
+			t.Fatalf("accepted %q with keys %v but JSON sees %d keys", data, present, len(m))
+		}
+		for k := range m {
+			if !known[k] || !present[k] {
+				t.Fatalf("accepted %q with key %q", data, k)
+			}
+		}
+		// A U+FFFD after decoding that the peer did not write means
+		// something invalid was replaced.
+		var decoded any
+		json.Unmarshal(data, &decoded)
+		wroteFFFD := bytes.Contains(data, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(data), []byte(`\ufffd`))
+		if !utf8.Valid(data) || (!wroteFFFD && strings.ContainsRune(fmt.Sprint(decoded), utf8.RuneError)) {
+			t.Fatalf("accepted %q, which holds invalid Unicode", data)
 		}
 	})
 }

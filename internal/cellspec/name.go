@@ -3,6 +3,7 @@ package cellspec
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // MaxNameLen is the longest name accepted, in bytes.
@@ -41,4 +42,19 @@ func Key(name, instance string) string {
 		return name
 	}
 	return name + "@" + instance
+}
+
+// SplitKey checks an instance key and returns its parts: "name" gives
+// (name, ""), "name@instance" gives both; each part must pass CheckName.
+func SplitKey(key string) (name, instance string, err error) {
+	name, instance, hasInstance := strings.Cut(key, "@")
+	if err := CheckName(name); err != nil {
+		return "", "", fmt.Errorf("key %q: name: %w", key, err)
+	}
+	if hasInstance {
+		if err := CheckName(instance); err != nil {
+			return "", "", fmt.Errorf("key %q: instance: %w", key, err)
+		}
+	}
+	return name, instance, nil
 }

@@ -109,3 +109,19 @@ func RecordPath(base, id string) string { return filepath.Join(base, id+".cells"
 
 // LockPath is the single-instance lock of the cell instance key.
 func LockPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".lock") }
+
+// MaxSocketPath is the longest socket path bind and connect take: sun_path
+// holds 108 bytes, one of them the terminating NUL.
+const MaxSocketPath = 107
+
+// ErrPathTooLong is wrapped by CheckSocketPath.
+var ErrPathTooLong = errors.New("rundir: socket path too long")
+
+// CheckSocketPath reports whether key's socket in sessionDir fits sun_path,
+// so that a key which could never become ready is refused before a launch.
+func CheckSocketPath(sessionDir, key string) error {
+	if p := SocketPath(sessionDir, key); len(p) > MaxSocketPath {
+		return fmt.Errorf("%w: %s is %d bytes, sun_path holds %d", ErrPathTooLong, p, len(p), MaxSocketPath)
+	}
+	return nil
+}

@@ -93,3 +93,48 @@ func TestTryLock(t *testing.T) {
 	}
 	g.Close()
 }
+
+// TestRemoveAllWhateverTheModes builds what a cell could leave: dirs of mode
+// 0500 and 0000 holding files and more dirs.
+func TestRemoveAllWhateverTheModes(t *testing.T) {
+	build := func() string {
+		top := filepath.Join(t.TempDir(), "sess")
+		deep := filepath.Join(top, "a", "b")
+		if err := os.MkdirAll(deep, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(deep, "f"), []byte("x"), 0o400)
+		os.Chmod(deep, 0o500)
+		os.Chmod(filepath.Join(top, "a"), 0o000)
+		t.Cleanup(func() { openUp(top); os.RemoveAll(top) })
+		return top
+	}
+	if os.Getuid() != 0 {
+		// The control: what os.RemoveAll alone leaves.
+		top := build()
+		if err := os.RemoveAll(top); err == nil {
+			t.Fatal("os.RemoveAll removed a 0000 dir: the control shows nothing")
+		}
+	}
+	top := build()
+	if err := RemoveAll(top); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(top); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s still exists: %v", top, err)
+	}
+}
+
+func TestCheckSocketPath(t *testing.T) {
+	dir := "/run/user/1000/cell/0123456789abcdef" // 36 bytes
+	long := ""
+	for len(dir)+1+len(long)+len(".sock") < MaxSocketPath {
+		long += "a"
+	}
+	if err := CheckSocketPath(dir, long); err != nil {
+		t.Fatalf("%d-byte path: %v", len(SocketPath(dir, long)), err)
+	}
+	if err := CheckSocketPath(dir, long+"a"); !errors.Is(err, ErrPathTooLong) {
+		t.Fatalf("%d-byte path: %v, want ErrPathTooLong", len(SocketPath(dir, long+"a")), err)
+	}
+}

@@ -139,7 +139,7 @@ func handle(ctx context.Context, sess *cell.Session, method, arg string) ([]byte
 		_, err := os.StartProcess(arg, []string{arg}, &os.ProcAttr{})
 		return result(err), nil
 	default:
-		return nil, cell.UnknownMethod(method)
+		return abuse(ctx, sess, method, arg)
 	}
 }
 
