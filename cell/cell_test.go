@@ -34,6 +34,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperServe())
 	case "cellroot":
 		os.Exit(helperCellroot(false))
+	case "synapse-serve":
+		os.Exit(helperSynapseServe())
 	case "cellroot-stuck":
 		os.Exit(helperCellroot(true))
 	default:
