@@ -361,7 +361,9 @@ func TestSynapseDrain(t *testing.T) {
 		stopOld() // the old instance is told to go (SIGTERM in a cell)
 		newCtx, stopNew := context.WithCancel(context.Background())
 		newDone := make(chan error, 1)
-		go func() { newDone <- ServeListener(newCtx, next, &synapseHandler{tag: "new"}, ServeOptions{Junction: true}) }()
+		go func() {
+			newDone <- ServeListener(newCtx, next, &synapseHandler{tag: "new"}, ServeOptions{Junction: true})
+		}()
 
 		// The old one waits for its call in flight.
 		select {
