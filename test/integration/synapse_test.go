@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/wire"
 )
 
 // synapseAllowlist: the synapse cells on one backend (@BACKEND@); syna may
@@ -176,6 +178,17 @@ func TestSynapsePeerDeath(t *testing.T) {
 				if err := <-res; err == nil || errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("call to a dead cell = %v, want a prompt failure", err)
 				}
+			}
+			// The next subtest grows it again: wait for the root to note the crash.
+			for {
+				cells, err := s.List(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.ContainsFunc(cells, func(ci wire.CellInfo) bool { return ci.Key == "syna" }) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	})
