@@ -145,12 +145,14 @@ type frame struct {
 	body []byte
 }
 
-// readChunk bounds each allocation while reading a payload, so that a peer
-// that declares a large body and sends little makes the reader hold little.
-const readChunk = 256 << 10
+// readChunk is the most a reader allocates for a body before that much of
+// it has arrived; past it the buffer doubles as bytes come, so that a peer
+// that declares a large body and sends a little makes the reader hold
+// little, while an honest large body costs amortised linear copying.
+const readChunk = 1 << 20
 
-// readFrame reads one frame from r, allocating at most what arrived (in
-// steps of readChunk) and never more than maxBody plus a name.
+// readFrame reads one frame from r, allocating at most about twice what
+// arrived (and at least readChunk), never more than maxBody plus a name.
 func readFrame(r io.Reader, hdr *[headerLen]byte, maxBody int) (frame, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -174,17 +176,16 @@ func readFrame(r io.Reader, hdr *[headerLen]byte, maxBody int) (frame, error) {
 	if n == 0 {
 		return f, nil
 	}
-	f.body = make([]byte, 0, min(n, readChunk))
-	for len(f.body) < n {
-		step := min(n-len(f.body), readChunk)
-		if cap(f.body)-len(f.body) < step {
-			f.body = append(f.body[:cap(f.body)], make([]byte, step-(cap(f.body)-len(f.body)))...)[:len(f.body)]
-		}
-		got, err := io.ReadFull(r, f.body[len(f.body):len(f.body)+step])
-		f.body = f.body[:len(f.body)+got]
-		if err != nil {
-			return frame{}, truncated(err)
-		}
+	f.body = make([]byte, min(n, readChunk))
+	_, err = io.ReadFull(r, f.body)
+	for err == nil && len(f.body) < n {
+		grown := make([]byte, min(n, 2*len(f.body)))
+		copy(grown, f.body)
+		_, err = io.ReadFull(r, grown[len(f.body):])
+		f.body = grown
+	}
+	if err != nil {
+		return frame{}, truncated(err)
 	}
 	return f, nil
 }
