@@ -451,13 +451,10 @@ func (l *link) readLoop() {
 		l.mu.Unlock()
 		if ok {
 			ch <- f // buffered: never blocks
-			if l.junction {
-				// Run the woken caller here and now rather than wake
-				// another thread for it: on a junction the reply came
-				// in well under a microsecond, and a cross-thread wake
-				// would cost several.
-				runtime.Gosched()
-			}
+			// Run the woken caller here and now rather than let another
+			// thread be woken for it: a cross-thread wake costs more than
+			// the rest of the reply's way.
+			runtime.Gosched()
 		}
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if idle {

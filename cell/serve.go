@@ -407,7 +407,7 @@ type serverConn struct {
 	mu      sync.Mutex // guards ready and sentGoAway
 	ready   bool
 	sentGA  bool
-	streams map[uint64]*streamBody // reader goroutine only
+	streams map[uint64]*streamBody // the current reader's only
 }
 
 // goAway sends GOAWAY once the handshake is done; a connection still in its
@@ -426,21 +426,6 @@ func (sc *serverConn) goAway() {
 }
 
 func (sc *serverConn) serve() {
-	defer close(sc.done)
-	defer func() {
-		sc.srv.mu.Lock()
-		delete(sc.srv.conns, sc)
-		if sc.srv.draining && len(sc.srv.conns) == 0 {
-			close(sc.srv.allGone)
-		}
-		sc.srv.mu.Unlock()
-		sc.srv.leave()
-	}()
-	defer func() {
-		for _, st := range sc.streams {
-			st.end(ErrTruncated)
-		}
-	}()
 	ch, err := serverHandshake(sc.nc, sc.srv.opts)
 	if err != nil {
 		// A connect-and-close (the root's readiness probe) ends here: quiet.
@@ -448,6 +433,7 @@ func (sc *serverConn) serve() {
 			sc.srv.log.Debug("handshake", "err", err)
 		}
 		sc.nc.Close()
+		sc.finish()
 		return
 	}
 	sc.mu.Lock()
@@ -460,6 +446,36 @@ func (sc *serverConn) serve() {
 	if draining {
 		sc.goAway()
 	}
+	sc.read()
+}
+
+// finish is the connection's end, run by its last reader.
+func (sc *serverConn) finish() {
+	for _, st := range sc.streams {
+		st.end(ErrTruncated)
+	}
+	sc.srv.mu.Lock()
+	delete(sc.srv.conns, sc)
+	if sc.srv.draining && len(sc.srv.conns) == 0 {
+		close(sc.srv.allGone)
+	}
+	sc.srv.mu.Unlock()
+	sc.srv.leave()
+	close(sc.done)
+}
+
+// read is the connection's reader. For a request it hands the reading over
+// to a new goroutine and runs the handler itself: the reply then needs no
+// goroutine to be scheduled first (MaxConcurrent 1 runs handlers in line
+// and keeps reading afterwards).
+func (sc *serverConn) read() {
+	ch := sc.ch
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			sc.finish()
+		}
+	}()
 	inline := sc.srv.opts.MaxConcurrent == 1
 	for {
 		f, err := ch.recv()
@@ -514,9 +530,12 @@ func (sc *serverConn) serve() {
 		}
 		if inline {
 			sc.run(f, nil)
-		} else {
-			go sc.run(f, nil)
+			continue
 		}
+		handedOver = true
+		go sc.read()
+		sc.run(f, nil)
+		return
 	}
 }
 
