@@ -27,7 +27,7 @@ type dialConfig struct {
 func WithJunction() DialOption { return func(c *dialConfig) { c.junction = true } }
 
 // WithMaxBody bounds the bodies this side accepts in one frame (replies);
-// 0 means DefaultMaxBody.
+// 0 means DefaultMaxBody, and bounds under 4096 bytes are raised to it.
 func WithMaxBody(n int) DialOption { return func(c *dialConfig) { c.maxBody = n } }
 
 func newDialConfig(opts []DialOption) dialConfig {
@@ -35,9 +35,7 @@ func newDialConfig(opts []DialOption) dialConfig {
 	for _, o := range opts {
 		o(&c)
 	}
-	if c.maxBody <= 0 {
-		c.maxBody = DefaultMaxBody
-	}
+	c.maxBody = ownBound(c.maxBody)
 	return c
 }
 
@@ -153,7 +151,7 @@ func clientHandshake(nc net.Conn, cfg dialConfig) (*channel, bool, error) {
 	if p.features&^want != 0 {
 		return nil, false, fmt.Errorf("%w: the cell accepted features %#x never asked for", ErrMalformed, p.features)
 	}
-	maxOut := int(min(p.maxBody, uint32(DefaultMaxBody)))
+	maxOut := peerBound(p.maxBody)
 	ch := newChannel(nc, cfg.maxBody, maxOut)
 	if p.features&featJunction == 0 {
 		return ch, false, nil
@@ -325,8 +323,11 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 	}
 	l := c.cur
 	c.mu.Unlock()
-	if !l.draining() || c.dial == nil {
+	if !l.draining() {
 		return l, nil
+	}
+	if c.dial == nil {
+		return nil, fmt.Errorf("%w: the cell is going away (GOAWAY) and this Conn cannot redial", ErrClosed)
 	}
 	c.dialMu.Lock()
 	defer c.dialMu.Unlock()

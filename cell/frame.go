@@ -59,6 +59,21 @@ const DefaultMaxBody = 16 << 20
 // smaller bound; it is DefaultMaxBody.
 const MaxBody = DefaultMaxBody
 
+// minBody is the least bound a side announces: error messages must fit.
+const minBody = maxErrorMessage
+
+// ownBound is the bound this side announces for a configured n (0: the
+// default); it is at least minBody and at most DefaultMaxBody.
+func ownBound(n int) int {
+	if n <= 0 {
+		return DefaultMaxBody
+	}
+	return min(max(n, minBody), DefaultMaxBody)
+}
+
+// peerBound is the largest body this side sends to a peer that announced n.
+func peerBound(n uint32) int { return int(min(max(n, minBody), DefaultMaxBody)) }
+
 // maxMethod bounds a method name (and an error code), like a cell name, so
 // that a peer cannot make the other side log or hold arbitrarily long strings.
 const maxMethod = 64

@@ -76,7 +76,7 @@ type ServeOptions struct {
 	// quick handlers.
 	MaxConcurrent int
 	// MaxBody bounds the bodies this cell accepts in one frame; 0 means
-	// DefaultMaxBody.
+	// DefaultMaxBody, and bounds under 4096 bytes are raised to it.
 	MaxBody int
 	// Junction lets clients that ask ([WithJunction]) move their connection
 	// to a gap junction; without it they stay on the socket.
@@ -92,9 +92,7 @@ func (o ServeOptions) withDefaults() ServeOptions {
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = DefaultMaxConcurrent
 	}
-	if o.MaxBody <= 0 {
-		o.MaxBody = DefaultMaxBody
-	}
+	o.MaxBody = ownBound(o.MaxBody)
 	o.Logger = orNop(o.Logger)
 	return o
 }
@@ -635,7 +633,7 @@ func serverHandshake(nc net.Conn, opts ServeOptions) (*channel, error) {
 	if _, err := nc.Write(rep[:]); err != nil {
 		return nil, fmt.Errorf("send preface: %w", err)
 	}
-	ch := newChannel(nc, opts.MaxBody, int(min(p.maxBody, uint32(DefaultMaxBody))))
+	ch := newChannel(nc, opts.MaxBody, peerBound(p.maxBody))
 	if features&featJunction != 0 {
 		if err := acceptJunction(nc, ch); err != nil {
 			return nil, fmt.Errorf("junction: %w", err)

@@ -195,14 +195,14 @@ func TestSynapseLargeBodies(t *testing.T) {
 }
 
 func TestSynapseBoundAnnounced(t *testing.T) {
-	// The server accepts 1 KiB bodies: the client refuses more before sending.
-	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{MaxBody: 1024}))
-	if _, err := c.Call(context.Background(), "echo", make([]byte, 1025)); !errors.Is(err, ErrTooLarge) {
+	// The server accepts 8 KiB bodies: the client refuses more before sending.
+	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{MaxBody: 8192}))
+	if _, err := c.Call(context.Background(), "echo", make([]byte, 8193)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("over the server's bound: %v", err)
 	}
-	// The client accepts 1 KiB replies: the server sends an error instead.
-	c = dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{}), WithMaxBody(1024))
-	_, err := c.Call(context.Background(), "echo", make([]byte, 2000))
+	// The client accepts 8 KiB replies: the server sends an error instead.
+	c = dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{}), WithMaxBody(8192))
+	_, err := c.Call(context.Background(), "echo", make([]byte, 9000))
 	var re *RemoteError
 	if !errors.As(err, &re) {
 		t.Fatalf("reply over the client's bound: %v, want a RemoteError", err)
@@ -513,5 +513,46 @@ func TestSynapseVersionRefused(t *testing.T) {
 	}()
 	if _, err := NewConn(context.Background(), "x", a); !errors.Is(err, ErrVersion) {
 		t.Fatalf("NewConn against version 2 = %v, want ErrVersion", err)
+	}
+}
+
+// TestSynapseGoAwayWithoutRedial: a NewConn cannot redial; after GOAWAY its
+// new calls fail with ErrClosed instead of looping.
+func TestSynapseGoAwayWithoutRedial(t *testing.T) {
+	ln, path := listenTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	h := &synapseHandler{release: make(chan struct{})}
+	go func() { done <- ServeListener(ctx, ln, h, ServeOptions{}) }()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewConn(context.Background(), "c", nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	held := make(chan error, 1)
+	go func() { _, err := c.Call(context.Background(), "hold", nil); held <- err }()
+	time.Sleep(20 * time.Millisecond)
+	cancel() // GOAWAY; the held call keeps the connection open
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := c.Call(context.Background(), "echo", nil)
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls after GOAWAY: %v, want ErrClosed", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(h.release)
+	if err := <-held; err != nil {
+		t.Fatalf("the call in flight: %v", err)
+	}
+	if err := waitErr(t, done, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -235,3 +235,20 @@ func TestSynapseDrainAcrossStop(t *testing.T) {
 		})
 	})
 }
+
+// TestSynapseExampleAppJunction: the example app's retina reaches cone over
+// a gap junction, sandboxed on bwrap and on Podman, and says so.
+func TestSynapseExampleAppJunction(t *testing.T) {
+	for _, backend := range []string{"bwrap", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			if backend == "podman" {
+				requirePodman(t)
+			}
+			out, _, base := runExampleApp(t, backend)
+			if !strings.Contains(out, "cone says red over a gap junction") {
+				t.Errorf("retina to cone did not use a gap junction:\n%s", out)
+			}
+			requireEmptyRuntime(t, base)
+		})
+	}
+}
