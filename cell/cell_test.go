@@ -167,12 +167,12 @@ func TestServeCalls(t *testing.T) {
 	if !errors.Is(err, &RemoteError{Code: CodeUnknownMethod}) {
 		t.Fatalf("unknown method: err = %v", err)
 	}
-	if _, err := c.Call(ctx, "echo", make([]byte, MaxBody+1)); !errors.Is(err, ErrTooLarge) {
+	if _, err := c.Call(ctx, "echo", make([]byte, DefaultMaxBody+1)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversize body: err = %v", err)
 	}
-	big := bytes.Repeat([]byte{0xff}, MaxBody)
+	big := bytes.Repeat([]byte{0xff}, DefaultMaxBody)
 	if got, err := c.Call(ctx, "echo", big); err != nil || !bytes.Equal(got, big) {
-		t.Fatalf("MaxBody echo: %d bytes, %v", len(got), err)
+		t.Fatalf("DefaultMaxBody echo: %d bytes, %v", len(got), err)
 	}
 
 	cancel()

@@ -55,10 +55,6 @@ const (
 // reply or stream chunk). Larger payloads go in streams ([Conn.Stream]).
 const DefaultMaxBody = 16 << 20
 
-// MaxBody is the largest body Call sends unless the peer announced a
-// smaller bound; it is DefaultMaxBody.
-const MaxBody = DefaultMaxBody
-
 // minBody is the least bound a side announces: error messages must fit.
 const minBody = maxErrorMessage
 

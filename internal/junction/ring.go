@@ -18,14 +18,15 @@ var (
 	ErrCorrupt = errors.New("junction: ring corrupted by the peer")
 )
 
-// The control block of one ring: each index on its own cache line so that
-// producer and consumer do not share one.
+// The control block of one ring: each word 128 bytes from the next, so that
+// producer and consumer never share a cache line, nor the pair of lines a
+// CPU's adjacent-line prefetcher fetches together.
 const (
 	offHead     = 0   // consumer's position (bytes read, ever)
-	offTail     = 64  // producer's position (bytes written, ever)
-	offSleeping = 128 // non-zero: the consumer sleeps on its data event
-	offWaiting  = 192 // non-zero: the producer sleeps on its space event
-	ctlLen      = 256
+	offTail     = 128 // producer's position (bytes written, ever)
+	offSleeping = 256 // non-zero: the consumer sleeps on its data event
+	offWaiting  = 384 // non-zero: the producer sleeps on its space event
+	ctlLen      = 512
 )
 
 // spinFor is how long a side spins on an empty (or full) ring before it
