@@ -470,10 +470,14 @@ func (l *link) readLoop() {
 		l.mu.Unlock()
 		if ok {
 			ch <- f // buffered: never blocks
-			// Run the woken caller here and now rather than let another
-			// thread be woken for it: a cross-thread wake costs more than
-			// the rest of the reply's way.
-			runtime.Gosched()
+			if l.junction {
+				// Run the woken caller here and now rather than let
+				// another thread be woken for it: on a junction that
+				// wake costs more than the reply's whole way. (On a
+				// socket the reader parks in its next read anyway, and
+				// yielding would cost the scheduler's global lock.)
+				runtime.Gosched()
+			}
 		}
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if idle {
