@@ -6,187 +6,531 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
-
-	"github.com/cellproject/cell/wire"
 )
 
-// Conn is a client connection to one cell. Calls may be made from many
-// goroutines at once; they are pipelined on the one socket and their replies
-// matched by id.
-type Conn struct {
-	name string
-	nc   net.Conn
+// DialOption configures a connection made by [Session.Grow],
+// [Session.Connect] or [NewConn].
+type DialOption func(*dialConfig)
 
-	wmu sync.Mutex // serialises frame writes so frames never interleave
-
-	mu      sync.Mutex // guards nextID, pending and err
-	nextID  uint64
-	pending map[uint64]chan message
-	err     error // why the connection ended; set once, then calls fail with it
-
-	done chan struct{} // closed when the reader goroutine has stopped
+type dialConfig struct {
+	junction bool
+	maxBody  int
 }
 
-// newConn wraps an established connection to the cell name and starts the
-// goroutine that reads replies; Close stops it.
-func newConn(name string, nc net.Conn) *Conn {
-	c := &Conn{name: name, nc: nc, nextID: 1, pending: make(map[uint64]chan message), done: make(chan struct{})}
-	go c.readLoop()
+// WithJunction asks the cell to move the connection to a gap junction:
+// shared-memory rings in a sealed memfd passed over the socket. When either
+// side cannot or will not (no memfd here, the server not offering it), the
+// connection stays on the socket; [Conn.Junction] says which it got.
+func WithJunction() DialOption { return func(c *dialConfig) { c.junction = true } }
+
+// WithMaxBody bounds the bodies this side accepts in one frame (replies);
+// 0 means DefaultMaxBody, and bounds under 4096 bytes are raised to it.
+func WithMaxBody(n int) DialOption { return func(c *dialConfig) { c.maxBody = n } }
+
+func newDialConfig(opts []DialOption) dialConfig {
+	var c dialConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	c.maxBody = ownBound(c.maxBody)
 	return c
+}
+
+// Conn is a client connection to one cell. Calls may be made from many
+// goroutines at once; they are pipelined on one connection and their replies
+// matched by id. When the cell says it is going away (it drains for an
+// upgrade or a stop), calls in flight complete on the old connection and new
+// ones go over a fresh connection, dialled the way this one was.
+type Conn struct {
+	name string
+	dial func(ctx context.Context) (net.Conn, error)
+	cfg  dialConfig
+
+	mu     sync.Mutex // guards cur and closed; never held while dialling
+	cur    *link
+	closed bool
+	dialMu sync.Mutex // one redial at a time
+}
+
+// link is one underlying connection of a Conn.
+type link struct {
+	ch       *channel
+	junction bool
+
+	mu      sync.Mutex // guards the fields below
+	nextID  uint64
+	pending map[uint64]chan frame
+	err     error // why the link ended; set once
+	goaway  bool  // the server asked for no new calls here
+
+	done chan struct{} // closed when the reader has stopped
+}
+
+// NewConn speaks the synapse format on an established connection nc to a
+// cell (name is for errors): it negotiates the version and, with
+// [WithJunction], the gap junction. The Conn cannot redial after the cell
+// drains; prefer [Session.Grow] and [Session.Connect], which can.
+func NewConn(ctx context.Context, name string, nc net.Conn, opts ...DialOption) (*Conn, error) {
+	c := &Conn{name: name, cfg: newDialConfig(opts)}
+	l, err := c.open(ctx, nc)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", name, err)
+	}
+	c.cur = l
+	return c, nil
+}
+
+// newRedialConn makes a Conn whose links come from dial.
+func newRedialConn(ctx context.Context, name string, dial func(ctx context.Context) (net.Conn, error), cfg dialConfig) (*Conn, error) {
+	c := &Conn{name: name, dial: dial, cfg: cfg}
+	nc, err := dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, err := c.open(ctx, nc)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", name, err)
+	}
+	c.cur = l
+	return c, nil
+}
+
+// open negotiates on nc and starts the link's reader.
+func (c *Conn) open(ctx context.Context, nc net.Conn) (*link, error) {
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	ch, junction, err := clientHandshake(nc, c.cfg)
+	if !stop() {
+		nc.Close()
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	l := &link{ch: ch, junction: junction, nextID: 1, pending: make(map[uint64]chan frame), done: make(chan struct{})}
+	go l.readLoop()
+	return l, nil
+}
+
+// clientHandshake sends the client preface, reads the server's, and sets
+// up the junction when both sides agreed to one.
+func clientHandshake(nc net.Conn, cfg dialConfig) (*channel, bool, error) {
+	want := uint32(0)
+	var offer *junctionOffer
+	if cfg.junction {
+		// Made before asking, so that a host that refuses memfd (a seccomp
+		// policy, an old kernel) simply never asks.
+		if o, err := newJunctionOffer(); err == nil {
+			offer = o
+			want |= featJunction
+		}
+	}
+	defer func() {
+		if offer != nil {
+			offer.close()
+		}
+	}()
+	pre := preface{minVer: protoVersion, maxVer: protoVersion, features: want, maxBody: uint32(cfg.maxBody)}.bytes()
+	if _, err := nc.Write(pre[:]); err != nil {
+		return nil, false, fmt.Errorf("send preface: %w", err)
+	}
+	var b [prefaceLen]byte
+	if _, err := io.ReadFull(nc, b[:]); err != nil {
+		return nil, false, fmt.Errorf("read preface: %w", truncated(err))
+	}
+	p, err := parsePreface(b[:])
+	if err != nil {
+		return nil, false, err
+	}
+	if p.maxVer != protoVersion || p.minVer != protoVersion {
+		return nil, false, fmt.Errorf("%w: the cell chose %d", ErrVersion, p.maxVer)
+	}
+	if p.features&^want != 0 {
+		return nil, false, fmt.Errorf("%w: the cell accepted features %#x never asked for", ErrMalformed, p.features)
+	}
+	maxOut := peerBound(p.maxBody)
+	ch := newChannel(nc, cfg.maxBody, maxOut)
+	if p.features&featJunction == 0 {
+		return ch, false, nil
+	}
+	ok, err := offer.send(nc)
+	if err != nil {
+		return nil, false, fmt.Errorf("junction: %w", err)
+	}
+	if !ok {
+		return ch, false, nil // the cell could not map it: stay on the socket
+	}
+	if err := offer.attach(ch); err != nil {
+		return nil, false, fmt.Errorf("junction: %w", err)
+	}
+	offer = nil // owned by the channel now
+	return ch, true, nil
 }
 
 // Name is the cell (key) this connection reaches.
 func (c *Conn) Name() string { return c.name }
 
+// Junction reports whether the current connection runs over a gap junction.
+func (c *Conn) Junction() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur != nil && c.cur.junction
+}
+
 // Call sends method and body to the cell and waits for the reply body. A
 // handler's error comes back as *RemoteError. When ctx ends first the call is
 // abandoned (its late reply is dropped) and the connection stays usable.
 func (c *Conn) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
-	if method == "" || len(method) > maxMethod {
-		return nil, fmt.Errorf("call %s: method must be 1 to %d bytes", c.name, maxMethod)
+	if err := checkMethod(method); err != nil {
+		return nil, fmt.Errorf("call %s: %w", c.name, err)
 	}
-	if len(body) > MaxBody {
-		return nil, fmt.Errorf("call %s %s: %w: %d bytes, the limit is %d", c.name, method, ErrTooLarge, len(body), MaxBody)
-	}
-	ch := make(chan message, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
-	}
-	id := c.nextID
-	c.nextID++
-	c.pending[id] = ch
-	c.mu.Unlock()
-
-	payload, err := encodeMessage(message{ID: id, Method: method, Body: body})
-	if err == nil {
-		err = c.write(ctx, payload)
-	}
-	if err != nil {
-		c.forget(id)
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
-	}
-
-	select {
-	case rep := <-ch:
-		if rep.Error != nil {
-			return nil, &RemoteError{Method: method, Code: rep.Error.Code, Message: rep.Error.Message}
+	for {
+		l, err := c.link(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		return rep.Body, nil
-	case <-c.done:
-		// The reader may have delivered just before stopping.
-		select {
-		case rep := <-ch:
-			if rep.Error != nil {
-				return nil, &RemoteError{Method: method, Code: rep.Error.Code, Message: rep.Error.Message}
-			}
-			return rep.Body, nil
-		default:
+		if len(body) > l.ch.maxOut {
+			return nil, fmt.Errorf("call %s %s: %w: %d bytes, the limit is %d", c.name, method, ErrTooLarge, len(body), l.ch.maxOut)
 		}
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, c.closeErr())
-	case <-ctx.Done():
-		c.forget(id)
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctx.Err())
+		id, ch, err := l.register()
+		if errors.Is(err, errGoAway) {
+			continue // a fresh link takes it
+		}
+		if err != nil {
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
+		}
+		if err := l.ch.send(ctx, header{kind: kindRequest, id: id}, method, body); err != nil {
+			l.forget(id)
+			l.fail(fmt.Errorf("write: %w", err))
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
+		}
+		return l.wait(ctx, c, method, id, ch)
 	}
 }
 
-// write sends one frame. A write cut short by ctx leaves a partial frame on
-// the stream, which cannot be resynchronised, so it closes the connection.
-func (c *Conn) write(ctx context.Context, payload []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return err
+// Notify sends a one-way message: the cell runs its handler and sends no
+// reply. It returns once the message is queued on the connection; messages
+// on one connection are handled in the order sent only if the cell serves
+// with MaxConcurrent 1.
+func (c *Conn) Notify(ctx context.Context, method string, body []byte) error {
+	if err := checkMethod(method); err != nil {
+		return fmt.Errorf("notify %s: %w", c.name, err)
 	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		c.nc.SetWriteDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	err := wire.WriteFrame(c.nc, payload)
-	if !stop() {
-		// The deadline was set (or is being set): wait for that, then clear
-		// it so that the next writer is not failed by this call's ctx.
-		<-fired
-		c.nc.SetWriteDeadline(time.Time{})
-	}
+	l, err := c.link(ctx)
 	if err != nil {
-		c.fail(fmt.Errorf("write: %w", err))
-		c.nc.Close()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		return err
+		return fmt.Errorf("notify %s %s: %w", c.name, method, err)
+	}
+	if len(body) > l.ch.maxOut {
+		return fmt.Errorf("notify %s %s: %w: %d bytes, the limit is %d", c.name, method, ErrTooLarge, len(body), l.ch.maxOut)
+	}
+	if err := l.ch.send(ctx, header{kind: kindNotify}, method, body); err != nil {
+		l.fail(fmt.Errorf("write: %w", err))
+		return fmt.Errorf("notify %s %s: %w", c.name, method, ctxOr(ctx, err))
 	}
 	return nil
 }
 
-func (c *Conn) forget(id uint64) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
+// streamChunk is the size of the data frames CallStream sends.
+const streamChunk = 1 << 20
+
+// CallStream is Call with a body read from r until EOF, of any length: it
+// travels in chunks, and the cell's handler reads it as a stream (see
+// [StreamHandler]). The reply is one body as for Call.
+func (c *Conn) CallStream(ctx context.Context, method string, r io.Reader) ([]byte, error) {
+	if err := checkMethod(method); err != nil {
+		return nil, fmt.Errorf("call %s: %w", c.name, err)
+	}
+	var l *link
+	var id uint64
+	var ch chan frame
+	for {
+		var err error
+		if l, err = c.link(ctx); err != nil {
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
+		}
+		id, ch, err = l.register()
+		if errors.Is(err, errGoAway) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
+		}
+		break
+	}
+	chunk := make([]byte, min(streamChunk, l.ch.maxOut))
+	h := header{kind: kindRequest, flags: flagStream, id: id}
+	name := method
+	for {
+		n, rerr := io.ReadFull(r, chunk)
+		last := rerr != nil
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			// The cell has a half-read stream: end it, and drop the reply.
+			l.ch.send(ctx, header{kind: kindData, flags: flagEnd, id: id}, "", nil)
+			l.forget(id)
+			return nil, fmt.Errorf("call %s %s: read body: %w", c.name, method, rerr)
+		}
+		if last && h.kind == kindData {
+			h.flags = flagEnd
+		}
+		if err := l.ch.send(ctx, h, name, chunk[:n]); err != nil {
+			l.forget(id)
+			l.fail(fmt.Errorf("write: %w", err))
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
+		}
+		if last {
+			if h.kind == kindRequest { // all of it fitted the first frame
+				if err := l.ch.send(ctx, header{kind: kindData, flags: flagEnd, id: id}, "", nil); err != nil {
+					l.forget(id)
+					l.fail(fmt.Errorf("write: %w", err))
+					return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
+				}
+			}
+			break
+		}
+		h = header{kind: kindData, id: id}
+		name = ""
+	}
+	return l.wait(ctx, c, method, id, ch)
 }
 
-// readLoop is the single reader: it hands each reply to the call waiting for
-// it and stops at the first read or decode error.
-func (c *Conn) readLoop() {
-	defer close(c.done)
+func checkMethod(method string) error {
+	if method == "" || len(method) > maxMethod {
+		return fmt.Errorf("method must be 1 to %d bytes", maxMethod)
+	}
+	return nil
+}
+
+func ctxOr(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	return err
+}
+
+// junctionSpins bounds the caller's look for its reply on a junction
+// before it parks (each look yields the processor, about a microsecond in all
+// for a few dozen).
+const junctionSpins = 64
+
+// errGoAway is a link's answer to new calls once the server sent GOAWAY.
+var errGoAway = errors.New("cell: the cell is going away")
+
+// link returns the link new calls use, dialling a fresh one when the
+// current one received GOAWAY (or failed after it).
+func (c *Conn) link(ctx context.Context) (*link, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	l := c.cur
+	c.mu.Unlock()
+	if !l.draining() {
+		return l, nil
+	}
+	if c.dial == nil {
+		return nil, fmt.Errorf("%w: the cell is going away (GOAWAY) and this Conn cannot redial", ErrClosed)
+	}
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	c.mu.Lock()
+	l = c.cur
+	c.mu.Unlock()
+	if !l.draining() {
+		return l, nil // another call redialled
+	}
+	nc, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("redial after goaway: %w", err)
+	}
+	nl, err := c.open(ctx, nc)
+	if err != nil {
+		return nil, fmt.Errorf("redial after goaway: %w", err)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		nl.close()
+		return nil, ErrClosed
+	}
+	old := c.cur
+	c.cur = nl
+	c.mu.Unlock()
+	old.closeIfIdle()
+	return nl, nil
+}
+
+func (l *link) register() (uint64, chan frame, error) {
+	ch := make(chan frame, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.goaway {
+		return 0, nil, errGoAway
+	}
+	if l.err != nil {
+		return 0, nil, l.err
+	}
+	id := l.nextID
+	l.nextID++
+	l.pending[id] = ch
+	return id, ch, nil
+}
+
+// draining reports whether new calls must go elsewhere.
+func (l *link) draining() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.goaway
+}
+
+func (l *link) wait(ctx context.Context, c *Conn, method string, id uint64, ch chan frame) ([]byte, error) {
+	if l.junction {
+		// A reply over a junction comes in about a microsecond: look for
+		// it briefly before parking, since waking a parked goroutine costs
+		// more than that.
+		for i := 0; i < junctionSpins; i++ {
+			select {
+			case rep := <-ch:
+				return reply(method, rep)
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+	select {
+	case rep := <-ch:
+		return reply(method, rep)
+	case <-l.done:
+		select { // the reader may have delivered just before stopping
+		case rep := <-ch:
+			return reply(method, rep)
+		default:
+		}
+		return nil, fmt.Errorf("call %s %s: %w", c.name, method, l.closeErr())
+	case <-ctx.Done():
+		l.forget(id)
+		return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctx.Err())
+	}
+}
+
+func reply(method string, f frame) ([]byte, error) {
+	if f.kind == kindError {
+		return nil, &RemoteError{Method: method, Code: f.name, Message: string(f.body)}
+	}
+	return f.body, nil
+}
+
+func (l *link) forget(id uint64) {
+	l.mu.Lock()
+	delete(l.pending, id)
+	idle := l.goaway && len(l.pending) == 0
+	l.mu.Unlock()
+	if idle {
+		l.ch.close()
+	}
+}
+
+// readLoop is the link's one reader: it hands each reply to the call
+// waiting for it and stops at the first read or decode error.
+func (l *link) readLoop() {
+	defer close(l.done)
 	for {
-		payload, err := wire.ReadFrame(c.nc, wire.MaxFrame)
+		f, err := l.ch.recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				err = ErrClosed
 			}
-			c.fail(err)
+			l.fail(err)
+			l.ch.close()
 			return
 		}
-		rep, err := decodeReply(payload)
-		if err != nil {
-			c.fail(err)
-			c.nc.Close()
+		switch f.kind {
+		case kindReply, kindError:
+		case kindGoAway:
+			l.mu.Lock()
+			l.goaway = true
+			idle := len(l.pending) == 0
+			l.mu.Unlock()
+			if idle {
+				l.ch.close() // nothing will come; the next call redials
+			}
+			continue
+		default:
+			l.fail(fmt.Errorf("%w: frame kind %d from a server", ErrMalformed, f.kind))
+			l.ch.close()
 			return
 		}
-		c.mu.Lock()
-		ch, ok := c.pending[rep.ID]
-		delete(c.pending, rep.ID)
-		c.mu.Unlock()
+		l.mu.Lock()
+		ch, ok := l.pending[f.id]
+		delete(l.pending, f.id)
+		idle := l.goaway && len(l.pending) == 0
+		l.mu.Unlock()
 		if ok {
-			ch <- rep // buffered: never blocks
+			ch <- f // buffered: never blocks
+			if l.junction {
+				// Run the woken caller here and now rather than let
+				// another thread be woken for it: on a junction that
+				// wake costs more than the reply's whole way. (On a
+				// socket the reader parks in its next read anyway, and
+				// yielding would cost the scheduler's global lock.)
+				runtime.Gosched()
+			}
 		}
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
+		if idle {
+			l.ch.close()
+		}
 	}
 }
 
-// fail records why the connection ended, keeping the first reason.
-func (c *Conn) fail(err error) {
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = err
+// closeIfIdle closes a replaced link once no call waits on it.
+func (l *link) closeIfIdle() {
+	l.mu.Lock()
+	l.goaway = true
+	idle := len(l.pending) == 0
+	l.mu.Unlock()
+	if idle {
+		l.ch.close()
 	}
-	c.mu.Unlock()
 }
 
-func (c *Conn) closeErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err == nil {
+// fail records why the link ended, keeping the first reason.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+}
+
+func (l *link) closeErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
 		return ErrClosed
 	}
-	return c.err
+	return l.err
+}
+
+func (l *link) close() error {
+	l.fail(ErrClosed)
+	err := l.ch.close()
+	<-l.done
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
 }
 
 // Close closes the connection, stops the reader and fails pending calls with
 // ErrClosed. It is safe to call more than once.
 func (c *Conn) Close() error {
-	c.fail(ErrClosed)
-	err := c.nc.Close()
-	<-c.done
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
+	c.mu.Lock()
+	c.closed = true
+	l := c.cur
+	c.mu.Unlock()
+	return l.close()
 }

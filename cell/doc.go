@@ -13,22 +13,30 @@
 //
 // # Cell-to-cell messages
 //
-// A cell listens on <session dir>/<key>.sock. Every message is one frame of
-// the umbilical framing (package wire: a 4-byte big-endian length, then at
-// most wire.MaxFrame bytes) holding exactly one JSON object:
+// A cell listens on <session dir>/<key>.sock and speaks the synapse format
+// (docs/synapse.md): a 16-byte preface each way that negotiates the version,
+// the body bounds and the gap junction, then frames of a 16-byte header and
+// raw body bytes. Bodies go up to [DefaultMaxBody] (16 MiB) in one frame;
+// larger ones travel as streams ([Conn.CallStream], [StreamHandler]). A
+// receiver never allocates for a body beyond the bound it announced. Calls
+// from many goroutines share one connection, their frames written together
+// in one writev; a serving cell runs at most ServeOptions.MaxConcurrent
+// handlers at once.
 //
-//	request: {"id": 7, "method": "see", "body": "aGVsbG8="}
-//	reply:   {"id": 7, "body": "cmVk"}
-//	error:   {"id": 7, "error": {"code": "unknown_method", "message": "..."}}
+// A connection can move to a gap junction ([WithJunction] on the caller's
+// side, ServeOptions.Junction on the cell's): two shared-memory rings in a
+// sealed memfd passed over the socket. It falls back to the socket when
+// either side cannot. The socket's EOF still reports the peer's death, which
+// fails pending calls at once.
 //
-// id is a non-zero unsigned integer chosen by the caller and echoed in the
-// reply; requests on one connection may be answered in any order, so a caller
-// can have many in flight (pipelining). method is 1 to 64 bytes. body is
-// opaque bytes, base64 in JSON (encoding/json's []byte form), at most
-// [MaxBody] bytes so that the framed message always fits. A reply carries
-// either body or error, never both; error.code is for programs (may be
-// empty), error.message for people. Unknown fields, trailing data, a request
-// without a method and a reply with one are malformed; a server closes a
-// connection that sends a malformed or oversized frame, since it cannot tell
-// which call the frame belonged to.
+// When a serving cell stops (an upgrade, a stop, idle exit), it drains: it
+// stops accepting, sends GOAWAY on every connection and finishes the calls
+// in flight; a [Conn] sends its new calls over a fresh connection (growing
+// the cell again if needed), so that no call fails across an upgrade.
+//
+// # Logging and errors
+//
+// The SDK logs through a *slog.Logger passed in its options (none when
+// nil). [IsDenied] and [DenialReason] tell a spawn the user's allowlist
+// refused from other failures.
 package cell

@@ -3,6 +3,8 @@ package cell
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cellproject/cell/wire"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -23,9 +25,30 @@ var (
 	// ErrMalformed is wrapped by errors about messages that break the
 	// encoding described in the package doc.
 	ErrMalformed = errors.New("cell: malformed message")
-	// ErrTooLarge means a request or reply body exceeds MaxBody.
+	// ErrTooLarge means a body exceeds the bound the peer announced (at
+	// most [DefaultMaxBody] unless configured); send larger payloads with
+	// [Conn.CallStream].
 	ErrTooLarge = errors.New("cell: body too large")
+	// ErrTruncated means the peer closed the stream inside a frame.
+	ErrTruncated = errors.New("cell: truncated frame")
+	// ErrVersion means the peer speaks no synapse version this SDK speaks.
+	ErrVersion = errors.New("cell: no common synapse version")
 )
+
+// OversizeError is a frame whose declared body exceeds the receiver's bound.
+// Nothing was allocated for it; the stream cannot be resynchronised, so the
+// connection is closed.
+type OversizeError struct {
+	Length uint64
+	Max    int
+}
+
+func (e *OversizeError) Error() string {
+	return fmt.Sprintf("cell: frame body of %d bytes exceeds the limit of %d", e.Length, e.Max)
+}
+
+// Is makes an OversizeError match ErrTooLarge.
+func (e *OversizeError) Is(target error) bool { return target == ErrTooLarge }
 
 // CodeUnknownMethod is the RemoteError code a handler should use for a method
 // it does not know; see [UnknownMethod].
@@ -57,4 +80,18 @@ func (e *RemoteError) Is(target error) bool {
 // UnknownMethod is the error a Handler returns for a method it does not serve.
 func UnknownMethod(method string) error {
 	return &RemoteError{Method: method, Code: CodeUnknownMethod, Message: fmt.Sprintf("no method %q", method)}
+}
+
+// IsDenied reports whether err carries the root's refusal of a spawn (the
+// user's allowlist does not grant it), as opposed to any other failure.
+func IsDenied(err error) bool { return wire.IsCode(err, wire.CodeDenied) }
+
+// DenialReason is the root's reason for the refusal err carries (the
+// allowlist's words for it), and false when err carries no refusal.
+func DenialReason(err error) (string, bool) {
+	var e *wire.Error
+	if !errors.As(err, &e) || e.Code != wire.CodeDenied {
+		return "", false
+	}
+	return e.Reason, true
 }

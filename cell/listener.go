@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
@@ -22,7 +21,7 @@ import (
 // launch, not_found) the cell binds its own socket, under its
 // single-instance lock, as cells did before. release undoes what listen did
 // to the session dir; the caller closes ln.
-func listen(ctx context.Context, s *Session, key string, log *zap.Logger) (ln *net.UnixListener, release func(), err error) {
+func listen(ctx context.Context, s *Session, key string, log *slog.Logger) (ln *net.UnixListener, release func(), err error) {
 	err = s.request(ctx, func(c *wire.Client) error {
 		var err error
 		ln, err = c.Listener(ctx)
@@ -34,13 +33,13 @@ func listen(ctx context.Context, s *Session, key string, log *zap.Logger) (ln *n
 	case !wire.IsCode(err, wire.CodeUnknownOp) && !wire.IsCode(err, wire.CodeNotFound):
 		return nil, nil, fmt.Errorf("take listener: %w", err)
 	}
-	log.Debug("the root holds no listener for this cell; binding its own", zap.Error(err))
+	log.Debug("the root holds no listener for this cell; binding its own", "err", err)
 	return bindOwn(s.Dir(), key, log)
 }
 
 // bindOwn binds <dir>/<key>.sock itself, holding <key>.lock so that only one
 // process serves the key.
-func bindOwn(dir, key string, log *zap.Logger) (*net.UnixListener, func(), error) {
+func bindOwn(dir, key string, log *slog.Logger) (*net.UnixListener, func(), error) {
 	lockPath := rundir.LockPath(dir, key)
 	lock, err := rundir.TryLock(lockPath)
 	if err != nil {
@@ -53,7 +52,7 @@ func bindOwn(dir, key string, log *zap.Logger) (*net.UnixListener, func(), error
 	// instance may already have created its own file at the same path.
 	unlock := func() {
 		if err := os.Remove(lockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("remove lock file", zap.Error(err))
+			log.Warn("remove lock file", "err", err)
 		}
 		lock.Close()
 	}
@@ -73,7 +72,7 @@ func bindOwn(dir, key string, log *zap.Logger) (*net.UnixListener, func(), error
 	ln.SetUnlinkOnClose(false)
 	release := func() {
 		if err := os.Remove(sockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("remove socket", zap.Error(err))
+			log.Warn("remove socket", "err", err)
 		}
 		unlock()
 	}

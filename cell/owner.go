@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
@@ -41,7 +40,7 @@ type OwnerOptions struct {
 	// killing its process group; 0 means DefaultStopTimeout.
 	StopTimeout time.Duration
 	// Logger receives the SDK's own logs; nil means none.
-	Logger *zap.Logger
+	Logger *slog.Logger
 }
 
 // ownerProc is the cellroot process an owner started, and the connection
@@ -84,7 +83,7 @@ func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 	if sock := activationSocket(opts); sock != "" {
 		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		if err == nil {
-			log.Debug("using the socket-activated session root", zap.String("socket", sock))
+			log.Debug("using the socket-activated session root", "socket", sock)
 			op := &ownerProc{conn: conn, stopTimeout: opts.StopTimeout}
 			if op.stopTimeout <= 0 {
 				op.stopTimeout = DefaultStopTimeout
@@ -93,7 +92,7 @@ func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 		}
 		// A socket file nobody listens on is what a stopped socket unit
 		// leaves; starting our own root is as safe and as confined.
-		log.Debug("socket-activated root unreachable; starting cellroot", zap.String("socket", sock), zap.Error(err))
+		log.Debug("socket-activated root unreachable; starting cellroot", "socket", sock, "err", err)
 	}
 	bin, err := findCellroot(opts.Cellroot)
 	if err != nil {
@@ -139,14 +138,14 @@ func Start(ctx context.Context, opts OwnerOptions) (*Session, error) {
 		op.waitErr = cmd.Wait()
 		close(op.exited)
 	}()
-	log.Debug("cellroot started", zap.String("bin", bin), zap.Int("pid", cmd.Process.Pid))
+	log.Debug("cellroot started", "bin", bin, "pid", cmd.Process.Pid)
 
 	return helloOwner(ctx, op, bin, log)
 }
 
 // helloOwner says hello as the owner on op's connection and makes the
 // session; what names the root in errors (its binary or socket).
-func helloOwner(ctx context.Context, op *ownerProc, what string, log *zap.Logger) (*Session, error) {
+func helloOwner(ctx context.Context, op *ownerProc, what string, log *slog.Logger) (*Session, error) {
 	rep, err := wire.NewClient(op.conn).Hello(ctx, wire.RoleOwner, "")
 	if err != nil {
 		stopErr := op.stop(log)
@@ -159,7 +158,7 @@ func helloOwner(ctx context.Context, op *ownerProc, what string, log *zap.Logger
 		op.stop(log)
 		return nil, fmt.Errorf("start cellroot %s: hello reply lacks session, runtime_dir or token", what)
 	}
-	log.Debug("session started", zap.String("session", rep.Session), zap.String("dir", rep.RuntimeDir))
+	log.Debug("session started", "session", rep.Session, "dir", rep.RuntimeDir)
 	op.sessionDir = rep.RuntimeDir
 	return &Session{
 		id:        rep.Session,
@@ -216,7 +215,7 @@ func findCellroot(explicit string) (string, error) {
 // cellroot to exit, killing its process group after stopTimeout. A
 // socket-activated root is not our child: stop waits for its session dir to
 // go instead.
-func (p *ownerProc) stop(log *zap.Logger) error {
+func (p *ownerProc) stop(log *slog.Logger) error {
 	p.conn.Close()
 	if p.cmd == nil {
 		return p.waitSessionGone()
@@ -226,7 +225,7 @@ func (p *ownerProc) stop(log *zap.Logger) error {
 	select {
 	case <-p.exited:
 	case <-timer.C:
-		log.Warn("cellroot did not exit; killing it", zap.Int("pid", p.cmd.Process.Pid), zap.Duration("waited", p.stopTimeout))
+		log.Warn("cellroot did not exit; killing it", "pid", p.cmd.Process.Pid, "waited", p.stopTimeout)
 		// The process is our unreaped child until exited closes, so its
 		// pid (and group id) cannot have been reused.
 		killGroup(p.cmd.Process.Pid)

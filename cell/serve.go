@@ -5,19 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"os"
 	"sync"
+	"syscall"
 	"time"
-
-	"go.uber.org/zap"
-
-	"github.com/cellproject/cell/wire"
 )
 
-// Handler answers one request. It runs in its own goroutine; ctx ends when
-// the cell shuts down and stops waiting for it. A returned error is sent to
-// the caller as a *RemoteError (a *RemoteError's code is kept).
+// Handler answers one request. It runs in its own goroutine (or, with
+// ServeOptions.MaxConcurrent 1, on the connection's reading goroutine); ctx
+// ends when the cell gives up waiting for it at shutdown. A returned error is
+// sent to the caller as a *RemoteError (a *RemoteError's code is kept).
 type Handler interface {
 	Handle(ctx context.Context, method string, body []byte) ([]byte, error)
 }
@@ -30,17 +28,28 @@ func (f HandlerFunc) Handle(ctx context.Context, method string, body []byte) ([]
 	return f(ctx, method, body)
 }
 
-// DefaultShutdownTimeout bounds how long Serve waits for running handlers
-// when it stops.
+// StreamHandler is a Handler that also takes streamed requests
+// ([Conn.CallStream]): body yields the request's bytes in order and ends
+// with io.EOF, or with ErrTruncated when the caller went away mid-stream.
+// A Handler without it answers streamed requests with CodeNoStreams.
+type StreamHandler interface {
+	Handler
+	HandleStream(ctx context.Context, method string, body io.Reader) ([]byte, error)
+}
+
+// CodeNoStreams is the RemoteError code for a streamed request to a cell
+// whose Handler is no StreamHandler.
+const CodeNoStreams = "no_streams"
+
+// DefaultShutdownTimeout bounds how long Serve drains when it stops.
 const DefaultShutdownTimeout = 5 * time.Second
 
-// maxInFlight bounds the requests one connection may have running; past it
-// Serve stops reading that connection until one finishes (backpressure
-// rather than unbounded goroutines).
-const maxInFlight = 256
+// DefaultMaxConcurrent bounds the handlers a cell runs at once.
+const DefaultMaxConcurrent = 256
 
-// maxErrorMessage bounds an error reply's message so that it always fits a frame.
-const maxErrorMessage = 4 << 10
+// prefaceTimeout bounds how long an accepted connection may take to send its
+// preface.
+const prefaceTimeout = 10 * time.Second
 
 // ServeOptions configures Serve; the zero value is ready to use.
 type ServeOptions struct {
@@ -50,11 +59,38 @@ type ServeOptions struct {
 	// IdleTimeout ends Serve after this long with no open connection and no
 	// request running; 0 means never.
 	IdleTimeout time.Duration
-	// ShutdownTimeout bounds the wait for running handlers on return;
-	// 0 means DefaultShutdownTimeout. Handlers' ctx is cancelled when it passes.
+	// ShutdownTimeout is the grace period of the drain when Serve stops:
+	// how long it waits for calls in flight and for clients to leave after
+	// GOAWAY; 0 means DefaultShutdownTimeout. Handlers' ctx is cancelled and
+	// the connections closed when it passes.
 	ShutdownTimeout time.Duration
+	// MaxConcurrent bounds the handlers running at once, over all
+	// connections; past it Serve stops reading requests until one finishes
+	// (backpressure rather than unbounded goroutines). 0 means
+	// DefaultMaxConcurrent. 1 runs each handler on its connection's reading
+	// goroutine, in order, with no goroutine hand-off: the fastest path for
+	// quick handlers.
+	MaxConcurrent int
+	// MaxBody bounds the bodies this cell accepts in one frame; 0 means
+	// DefaultMaxBody, and bounds under 4096 bytes are raised to it.
+	MaxBody int
+	// Junction lets clients that ask ([WithJunction]) move their connection
+	// to a gap junction; without it they stay on the socket.
+	Junction bool
 	// Logger receives the cell's serving logs; nil means none.
-	Logger *zap.Logger
+	Logger *slog.Logger
+}
+
+func (o ServeOptions) withDefaults() ServeOptions {
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = DefaultMaxConcurrent
+	}
+	o.MaxBody = ownBound(o.MaxBody)
+	o.Logger = orNop(o.Logger)
+	return o
 }
 
 // Serve runs this cell: it takes the listening socket the root bound for it
@@ -62,11 +98,13 @@ type ServeOptions struct {
 // single-instance lock (an error wrapping ErrAlreadyRunning when another
 // process holds it) and binds the socket in the session dir itself, and
 // answers requests with h until ctx ends, the umbilical to the root closes,
-// or the cell has been idle for IdleTimeout. Those three end it with nil;
-// anything else that stops it is an error. On return a socket and lock it
-// made itself are gone and the lock released.
+// or the cell has been idle for IdleTimeout. Those three end it with nil
+// after a drain (see [ServeListener]); anything else that stops it is an
+// error. On return a socket and lock it made itself are gone and the lock
+// released.
 func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
-	log := orNop(opts.Logger)
+	opts = opts.withDefaults()
+	log := opts.Logger
 	s := opts.Session
 	if s == nil {
 		var err error
@@ -83,7 +121,7 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 	if err := checkKey(key); err != nil {
 		return fmt.Errorf("serve %s: %w", key, err)
 	}
-	log = log.With(zap.String("cell", key))
+	log = log.With("cell", key)
 
 	// Taking the listener first answers the spawn soonest; connections
 	// queue in the socket's backlog meanwhile. Should the root die before
@@ -99,28 +137,41 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
 	}
 	defer stopWatch()
+	opts.Logger = log
+	if err := serveOn(ctx, ln, h, opts, gone); err != nil {
+		return fmt.Errorf("serve %s: %w", key, err)
+	}
+	return nil
+}
 
-	srv := newServer(h, log)
+// ServeListener answers requests with h on connections accepted from ln,
+// outside any session (for tests, benchmarks and transports of one's own),
+// until ctx ends. Then it drains: it stops accepting (closing ln), sends
+// GOAWAY on every connection, lets calls in flight finish and waits for the
+// clients to leave, for at most opts.ShutdownTimeout. opts.Session and
+// opts.IdleTimeout are ignored.
+func ServeListener(ctx context.Context, ln net.Listener, h Handler, opts ServeOptions) error {
+	opts = opts.withDefaults()
+	opts.IdleTimeout = 0
+	return serveOn(ctx, ln, h, opts, nil)
+}
+
+func serveOn(ctx context.Context, ln net.Listener, h Handler, opts ServeOptions, gone <-chan struct{}) error {
+	log := opts.Logger
+	srv := newServer(h, opts)
 	acceptErr := make(chan error, 1)
 	go func() { acceptErr <- srv.acceptLoop(ln) }()
 
 	why, serveErr := srv.wait(ctx, gone, acceptErr, opts.IdleTimeout)
 	ln.Close()
 	if why == "" { // the accept loop failed; it has returned
-		log.Error("serve stopped", zap.Error(serveErr))
+		log.Error("serve stopped", "err", serveErr)
 	} else {
 		<-acceptErr
-		log.Info("serve stopping", zap.String("why", why))
+		log.Info("serve stopping", "why", why)
 	}
-	timeout := opts.ShutdownTimeout
-	if timeout <= 0 {
-		timeout = DefaultShutdownTimeout
-	}
-	srv.shutdown(timeout)
-	if serveErr != nil {
-		return fmt.Errorf("serve %s: %w", key, serveErr)
-	}
-	return nil
+	srv.shutdown(opts.ShutdownTimeout)
+	return serveErr
 }
 
 // watchUmbilical opens a second umbilical connection, says hello and reads
@@ -142,24 +193,30 @@ func watchUmbilical(ctx context.Context, s *Session) (gone <-chan struct{}, stop
 
 // server answers requests on accepted connections.
 type server struct {
-	h   Handler
-	log *zap.Logger
+	h    Handler
+	opts ServeOptions
+	log  *slog.Logger
 
-	hctx    context.Context // handlers' ctx; cancelled when shutdown gives up waiting
+	hctx    context.Context // handlers' ctx; cancelled when the drain's grace ends
 	hcancel context.CancelFunc
 	work    sync.WaitGroup // running handlers
+	slots   chan struct{}  // one token per running handler
 
-	stopping chan struct{} // closed when shutdown begins
+	hardStop chan struct{} // closed when the grace period is over
 
-	mu        sync.Mutex // guards conns, busy, idleSince
+	mu        sync.Mutex // guards the fields below
 	conns     map[*serverConn]struct{}
-	busy      int       // open connections plus running requests
-	idleSince time.Time // when busy last fell to 0
+	draining  bool
+	busy      int           // open connections plus running requests
+	idleSince time.Time     // when busy last fell to 0
+	allGone   chan struct{} // closed (once draining) when conns is empty
 }
 
-func newServer(h Handler, log *zap.Logger) *server {
+func newServer(h Handler, opts ServeOptions) *server {
 	hctx, cancel := context.WithCancel(context.Background())
-	return &server{h: h, log: log, hctx: hctx, hcancel: cancel, stopping: make(chan struct{}), conns: map[*serverConn]struct{}{}, idleSince: time.Now()}
+	return &server{h: h, opts: opts, log: opts.Logger, hctx: hctx, hcancel: cancel,
+		slots: make(chan struct{}, opts.MaxConcurrent), hardStop: make(chan struct{}),
+		conns: map[*serverConn]struct{}{}, idleSince: time.Now(), allGone: make(chan struct{})}
 }
 
 func (srv *server) enter() {
@@ -219,16 +276,26 @@ func (srv *server) wait(ctx context.Context, gone <-chan struct{}, acceptErr <-c
 	}
 }
 
-func (srv *server) acceptLoop(ln *net.UnixListener) error {
+func (srv *server) acceptLoop(ln net.Listener) error {
+	backoff := time.Duration(0)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
+			// EMFILE and friends return at once, forever: back off.
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				srv.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		sc := &serverConn{srv: srv, nc: nc, done: make(chan struct{})}
+		backoff = 0
+		sc := &serverConn{srv: srv, nc: nc, done: make(chan struct{}), streams: map[uint64]*streamBody{}}
 		srv.mu.Lock()
 		srv.conns[sc] = struct{}{}
 		srv.busy++
@@ -237,34 +304,43 @@ func (srv *server) acceptLoop(ln *net.UnixListener) error {
 	}
 }
 
-// shutdown stops reading requests, waits up to timeout for running handlers
-// (their replies still go out), then cancels the rest and closes every
-// connection.
-func (srv *server) shutdown(timeout time.Duration) {
+// shutdown drains: GOAWAY on every connection, then wait up to grace for the
+// clients to leave and the running handlers to finish (their replies still
+// go out); then cancel the rest and close every connection.
+func (srv *server) shutdown(grace time.Duration) {
 	srv.mu.Lock()
+	srv.draining = true
 	conns := make([]*serverConn, 0, len(srv.conns))
 	for sc := range srv.conns {
 		conns = append(conns, sc)
 	}
+	if len(srv.conns) == 0 {
+		close(srv.allGone)
+	}
 	srv.mu.Unlock()
-	close(srv.stopping)
 	for _, sc := range conns {
-		sc.nc.SetReadDeadline(time.Unix(1, 0)) // wakes the reader; writes go on
+		sc.goAway()
 	}
 	finished := make(chan struct{})
-	go func() { srv.work.Wait(); close(finished) }()
-	timer := time.NewTimer(timeout)
+	go func() { <-srv.allGone; srv.work.Wait(); close(finished) }()
+	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
 	case <-finished:
 	case <-timer.C:
-		srv.log.Warn("handlers still running at shutdown; cancelling them", zap.Duration("waited", timeout))
-		srv.hcancel()
+		srv.log.Warn("drain did not finish; cancelling handlers and closing connections", "waited", grace)
 	}
+	close(srv.hardStop)
 	srv.hcancel()
+	srv.mu.Lock()
+	conns = conns[:0]
+	for sc := range srv.conns {
+		conns = append(conns, sc)
+	}
+	srv.mu.Unlock()
 	for _, sc := range conns {
 		sc.nc.Close()
-		<-sc.done // prompt: the read deadline has woken every reader
+		<-sc.done
 	}
 	// Handlers that ignore their ctx are left behind, but their replies can
 	// no longer be written: the connections are closed.
@@ -274,93 +350,317 @@ func (srv *server) shutdown(timeout time.Duration) {
 type serverConn struct {
 	srv  *server
 	nc   net.Conn
-	wmu  sync.Mutex    // serialises reply writes
-	done chan struct{} // closed when serve has returned
+	ch   *channel // set once the handshake is done
+	done chan struct{}
+
+	mu      sync.Mutex // guards ready and sentGoAway
+	ready   bool
+	sentGA  bool
+	streams map[uint64]*streamBody // the current reader's only
+}
+
+// goAway sends GOAWAY once the handshake is done; a connection still in its
+// handshake sends it itself when it completes (serve checks draining).
+func (sc *serverConn) goAway() {
+	sc.mu.Lock()
+	if !sc.ready || sc.sentGA {
+		sc.mu.Unlock()
+		return
+	}
+	sc.sentGA = true
+	sc.mu.Unlock()
+	if err := sc.ch.send(context.Background(), header{kind: kindGoAway}, "", nil); err != nil {
+		sc.nc.Close()
+	}
 }
 
 func (sc *serverConn) serve() {
-	defer close(sc.done)
-	defer func() {
-		sc.srv.mu.Lock()
-		delete(sc.srv.conns, sc)
-		sc.srv.mu.Unlock()
-		sc.srv.leave()
-	}()
-	slots := make(chan struct{}, maxInFlight)
-	for {
-		payload, err := wire.ReadFrame(sc.nc, wire.MaxFrame)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// shutdown stopped the reading; it closes the connection
-				// once the running handlers have replied.
-				return
-			}
-			// A clean EOF is the normal end, and also what the root's
-			// readiness probe (connect, close) looks like: stay quiet.
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				sc.srv.log.Debug("connection ended", zap.Error(err))
-			}
-			sc.nc.Close()
-			return
-		}
-		req, err := decodeRequest(payload)
-		if err != nil {
-			// Which call this was is unknown, so no reply can name it.
-			sc.srv.log.Warn("closing connection after a malformed request", zap.Error(err))
-			sc.nc.Close()
-			return
-		}
-		select {
-		case slots <- struct{}{}:
-		case <-sc.srv.stopping:
-			return // shutdown closes the connection
-		}
-		sc.srv.enter()
-		sc.srv.work.Add(1)
-		go func() {
-			defer func() {
-				<-slots
-				sc.srv.work.Done()
-				sc.srv.leave()
-			}()
-			sc.handle(req)
-		}()
-	}
-}
-
-func (sc *serverConn) handle(req message) {
-	body, err := sc.srv.h.Handle(sc.srv.hctx, req.Method, req.Body)
-	rep := message{ID: req.ID, Body: body}
-	if err == nil && len(body) > MaxBody {
-		err = fmt.Errorf("%w: reply of %d bytes, the limit is %d", ErrTooLarge, len(body), MaxBody)
-	}
+	ch, err := serverHandshake(sc.nc, sc.srv.opts)
 	if err != nil {
-		rep = message{ID: req.ID, Error: toMessageError(err)}
-	}
-	payload, err := encodeMessage(rep)
-	if err != nil {
-		sc.srv.log.Error("encode reply", zap.String("method", req.Method), zap.Error(err))
+		// A connect-and-close (the root's readiness probe) ends here: quiet.
+		if !errors.Is(err, io.EOF) && !errors.Is(err, ErrTruncated) {
+			sc.srv.log.Debug("handshake", "err", err)
+		}
+		sc.nc.Close()
+		sc.finish()
 		return
 	}
-	sc.wmu.Lock()
-	err = wire.WriteFrame(sc.nc, payload)
-	sc.wmu.Unlock()
-	if err != nil {
-		sc.srv.log.Debug("write reply", zap.String("method", req.Method), zap.Error(err))
+	sc.mu.Lock()
+	sc.ch = ch
+	sc.ready = true
+	sc.mu.Unlock()
+	sc.srv.mu.Lock()
+	draining := sc.srv.draining
+	sc.srv.mu.Unlock()
+	if draining {
+		sc.goAway()
+	}
+	sc.read()
+}
+
+// finish is the connection's end, run by its last reader.
+func (sc *serverConn) finish() {
+	for _, st := range sc.streams {
+		st.end(ErrTruncated)
+	}
+	sc.srv.mu.Lock()
+	delete(sc.srv.conns, sc)
+	if sc.srv.draining && len(sc.srv.conns) == 0 {
+		close(sc.srv.allGone)
+	}
+	sc.srv.mu.Unlock()
+	sc.srv.leave()
+	close(sc.done)
+}
+
+// read is the connection's reader. For a request it hands the reading over
+// to a new goroutine and runs the handler itself: the reply then needs no
+// goroutine to be scheduled first (MaxConcurrent 1 runs handlers in line
+// and keeps reading afterwards).
+func (sc *serverConn) read() {
+	ch := sc.ch
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			sc.finish()
+		}
+	}()
+	inline := sc.srv.opts.MaxConcurrent == 1
+	for {
+		f, err := ch.recv()
+		if err != nil {
+			// A clean EOF is the normal end (and how a drained client leaves).
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				sc.srv.log.Debug("connection ended", "err", err)
+			}
+			ch.close()
+			return
+		}
+		switch {
+		case f.kind == kindData:
+			st, ok := sc.streams[f.id]
+			if !ok {
+				sc.srv.log.Warn("closing connection after data for no open stream", "id", f.id)
+				ch.close()
+				return
+			}
+			if !st.push(f.body, sc.srv.hardStop) {
+				ch.close()
+				return
+			}
+			if f.flags&flagEnd != 0 {
+				st.end(io.EOF)
+				delete(sc.streams, f.id)
+			}
+			continue
+		case f.kind == kindRequest && f.flags&flagStream != 0:
+			if _, dup := sc.streams[f.id]; dup {
+				sc.srv.log.Warn("closing connection after a second stream with one id", "id", f.id)
+				ch.close()
+				return
+			}
+			st := newStreamBody(sc.srv.hctx)
+			sc.streams[f.id] = st
+			st.push(f.body, sc.srv.hardStop)
+			if !sc.acquire() {
+				return // the grace period is over; shutdown closes the connection
+			}
+			go sc.run(f, st)
+			continue
+		case f.kind == kindRequest || f.kind == kindNotify:
+		default:
+			// Which call this was is unknown, so no reply can name it.
+			sc.srv.log.Warn("closing connection after a frame a client may not send", "kind", f.kind)
+			ch.close()
+			return
+		}
+		if !sc.acquire() {
+			return
+		}
+		if inline {
+			sc.run(f, nil)
+			continue
+		}
+		handedOver = true
+		go sc.read()
+		sc.run(f, nil)
+		return
 	}
 }
 
-func toMessageError(err error) *messageError {
-	me := &messageError{Message: err.Error()}
+// acquire takes a handler slot, waiting for one; false once the grace
+// period is over.
+func (sc *serverConn) acquire() bool {
+	select {
+	case sc.srv.slots <- struct{}{}:
+	case <-sc.srv.hardStop:
+		return false
+	}
+	sc.srv.enter()
+	sc.srv.work.Add(1)
+	return true
+}
+
+// run handles one request (st is its stream, or nil) and replies, then
+// gives its slot back.
+func (sc *serverConn) run(f frame, st *streamBody) {
+	defer func() {
+		<-sc.srv.slots
+		sc.srv.work.Done()
+		sc.srv.leave()
+	}()
+	var body []byte
+	var err error
+	switch {
+	case st != nil:
+		if sh, ok := sc.srv.h.(StreamHandler); ok {
+			body, err = sh.HandleStream(sc.srv.hctx, f.name, st)
+		} else {
+			err = &RemoteError{Code: CodeNoStreams, Message: "this cell takes no streamed requests"}
+		}
+		st.abandon()
+	default:
+		body, err = sc.srv.h.Handle(sc.srv.hctx, f.name, f.body)
+	}
+	if f.kind == kindNotify {
+		if err != nil {
+			sc.srv.log.Debug("notify handler failed", "method", f.name, "err", err)
+		}
+		return
+	}
+	if err == nil && len(body) > sc.ch.maxOut {
+		err = fmt.Errorf("%w: reply of %d bytes, the caller's limit is %d", ErrTooLarge, len(body), sc.ch.maxOut)
+	}
+	h, name := header{kind: kindReply, id: f.id}, ""
+	if err != nil {
+		code, msg := errorParts(err)
+		h, name, body = header{kind: kindError, id: f.id}, code, []byte(msg)
+	}
+	if err := sc.ch.send(sc.srv.hctx, h, name, body); err != nil {
+		sc.srv.log.Debug("write reply", "method", f.name, "err", err)
+		sc.ch.close()
+	}
+}
+
+// errorParts is an error reply's code and message, within their bounds.
+func errorParts(err error) (code, msg string) {
+	msg = err.Error()
 	var re *RemoteError
 	if errors.As(err, &re) {
-		me = &messageError{Code: re.Code, Message: re.Message}
+		code, msg = re.Code, re.Message
 	}
-	if len(me.Message) > maxErrorMessage {
-		me.Message = me.Message[:maxErrorMessage]
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
 	}
-	if len(me.Code) > maxMethod {
-		me.Code = me.Code[:maxMethod]
+	if len(code) > maxMethod {
+		code = code[:maxMethod]
 	}
-	return me
+	return code, msg
+}
+
+// serverHandshake reads the client's preface, answers it, and takes the
+// junction when both sides agree to one.
+func serverHandshake(nc net.Conn, opts ServeOptions) (*channel, error) {
+	nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	defer nc.SetReadDeadline(time.Time{})
+	var b [prefaceLen]byte
+	if _, err := io.ReadFull(nc, b[:]); err != nil {
+		return nil, truncated(err)
+	}
+	p, err := parsePreface(b[:])
+	if err != nil {
+		return nil, err
+	}
+	if p.minVer > protoVersion || p.maxVer < protoVersion {
+		refuse := preface{}.bytes()
+		nc.Write(refuse[:])
+		return nil, fmt.Errorf("%w: the client speaks %d..%d", ErrVersion, p.minVer, p.maxVer)
+	}
+	features := uint32(0)
+	if p.features&featJunction != 0 && opts.Junction {
+		features |= featJunction
+	}
+	rep := preface{minVer: protoVersion, maxVer: protoVersion, features: features, maxBody: uint32(opts.MaxBody)}.bytes()
+	if _, err := nc.Write(rep[:]); err != nil {
+		return nil, fmt.Errorf("send preface: %w", err)
+	}
+	ch := newChannel(nc, opts.MaxBody, peerBound(p.maxBody))
+	if features&featJunction != 0 {
+		if err := acceptJunction(nc, ch); err != nil {
+			return nil, fmt.Errorf("junction: %w", err)
+		}
+	}
+	return ch, nil
+}
+
+// streamBody is a streamed request's body as its handler reads it. The
+// connection's reader pushes chunks; at most streamQueue wait unread, then
+// the reader (and so the connection) waits for the handler.
+type streamBody struct {
+	ctx       context.Context
+	chunks    chan []byte
+	abandoned chan struct{} // closed when the handler has returned
+	once      sync.Once
+	err       error // io.EOF or why the stream broke; written before chunks closes
+	cur       []byte
+}
+
+const streamQueue = 4
+
+func newStreamBody(ctx context.Context) *streamBody {
+	return &streamBody{ctx: ctx, chunks: make(chan []byte, streamQueue), abandoned: make(chan struct{})}
+}
+
+// push hands a chunk to the handler; false when the grace period ended
+// first. Chunks for a handler that returned are dropped.
+func (st *streamBody) push(b []byte, hardStop <-chan struct{}) bool {
+	if len(b) == 0 {
+		return true
+	}
+	select {
+	case st.chunks <- b:
+		return true
+	case <-st.abandoned:
+		return true
+	case <-hardStop:
+		return false
+	}
+}
+
+// end closes the stream with err (io.EOF for a complete one); the reader
+// calls it once.
+func (st *streamBody) end(err error) {
+	st.err = err
+	close(st.chunks)
+}
+
+func (st *streamBody) abandon() { st.once.Do(func() { close(st.abandoned) }) }
+
+// Read implements io.Reader.
+func (st *streamBody) Read(p []byte) (int, error) {
+	for len(st.cur) == 0 {
+		select {
+		case b, ok := <-st.chunks:
+			if !ok {
+				return 0, st.err
+			}
+			st.cur = b
+		case <-st.ctx.Done():
+			return 0, st.ctx.Err()
+		}
+	}
+	n := copy(p, st.cur)
+	st.cur = st.cur[n:]
+	return n, nil
+}
+
+// isTemporaryAccept reports accept errors that pass: out of fds or memory,
+// or a connection that was aborted before it was accepted.
+func isTemporaryAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

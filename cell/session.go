@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/rundir"
@@ -39,7 +38,7 @@ type Session struct {
 	token     string
 	role      wire.Role
 	self      string // this cell's key; empty for the owner
-	log       *zap.Logger
+	log       *slog.Logger
 
 	mu     sync.Mutex   // guards client and closed
 	client *wire.Client // request connection; nil until needed or after it broke
@@ -75,7 +74,7 @@ func (s *Session) Env() []string {
 // JoinOptions configures Join; the zero value is ready to use.
 type JoinOptions struct {
 	// Logger receives debug logs; nil means none.
-	Logger *zap.Logger
+	Logger *slog.Logger
 	// Getenv reads the environment; nil means os.Getenv. Tests set it.
 	Getenv func(string) string
 }
@@ -260,30 +259,39 @@ func (s *Session) Stop(ctx context.Context, key string) error {
 }
 
 // Connect connects to the running cell key ("name" or "name@instance") of
-// the session. When none listens the error wraps ErrNotRunning.
-func (s *Session) Connect(ctx context.Context, key string) (*Conn, error) {
+// the session. When none listens the error wraps ErrNotRunning. After the
+// cell drains (GOAWAY), new calls redial the same socket.
+func (s *Session) Connect(ctx context.Context, key string, opts ...DialOption) (*Conn, error) {
 	if err := checkKey(key); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", key, err)
 	}
-	return dialCell(ctx, key, rundir.SocketPath(s.dir, key))
+	path := rundir.SocketPath(s.dir, key)
+	return newRedialConn(ctx, key, func(ctx context.Context) (net.Conn, error) { return dialSocket(ctx, key, path) }, newDialConfig(opts))
 }
 
-// Connect is s.Connect(ctx, name).
-func Connect(ctx context.Context, s *Session, name string) (*Conn, error) {
-	return s.Connect(ctx, name)
+// Connect is s.Connect(ctx, name, opts...).
+func Connect(ctx context.Context, s *Session, name string, opts ...DialOption) (*Conn, error) {
+	return s.Connect(ctx, name, opts...)
 }
 
 // Grow connects to the cell name, asking the root to spawn it first when it is
 // not running. Many processes growing the same cell at once get one instance:
-// the root starts it once and the cell's lock guards the rest. A denial is a
-// *wire.Error in the chain (wire.IsCode(err, wire.CodeDenied)).
-func (s *Session) Grow(ctx context.Context, name string) (*Conn, error) {
+// the root starts it once and the cell's lock guards the rest. A denial is an
+// error for which [IsDenied] is true. After the cell drains (GOAWAY), new
+// calls grow it again the same way, so that an upgrade or a restart fails
+// no call.
+func (s *Session) Grow(ctx context.Context, name string, opts ...DialOption) (*Conn, error) {
 	if err := cellspec.CheckName(name); err != nil {
 		return nil, fmt.Errorf("grow %s: %w", name, err)
 	}
-	c, err := s.Connect(ctx, name)
+	return newRedialConn(ctx, name, func(ctx context.Context) (net.Conn, error) { return s.growSocket(ctx, name) }, newDialConfig(opts))
+}
+
+// growSocket connects to the cell name's socket, spawning it when needed.
+func (s *Session) growSocket(ctx context.Context, name string) (net.Conn, error) {
+	nc, err := dialSocket(ctx, name, rundir.SocketPath(s.dir, name))
 	if err == nil || !errors.Is(err, ErrNotRunning) {
-		return c, err
+		return nc, err
 	}
 	// Two rounds: the cell may exit (idle) between the root's ready reply
 	// and our connect, and then a second spawn brings it back.
@@ -292,16 +300,16 @@ func (s *Session) Grow(ctx context.Context, name string) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("grow %s: %w", name, err)
 		}
-		c, err = dialCell(ctx, name, sock)
+		nc, err = dialSocket(ctx, name, sock)
 		if err == nil || !errors.Is(err, ErrNotRunning) {
-			return c, err
+			return nc, err
 		}
-		s.log.Debug("cell gone right after spawn; asking again", zap.String("cell", name), zap.Error(err))
+		s.log.Debug("cell gone right after spawn; asking again", "cell", name, "err", err)
 	}
 	return nil, fmt.Errorf("grow %s: %w", name, err)
 }
 
-func dialCell(ctx context.Context, key, path string) (*Conn, error) {
+func dialSocket(ctx context.Context, key, path string) (net.Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -310,7 +318,7 @@ func dialCell(ctx context.Context, key, path string) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("connect %s: %w", key, err)
 	}
-	return newConn(key, nc), nil
+	return nc, nil
 }
 
 // checkKey accepts "name" and "name@instance" with both parts valid names,
@@ -347,9 +355,9 @@ func (s *Session) Close() error {
 	return s.closeErr
 }
 
-func orNop(l *zap.Logger) *zap.Logger {
+func orNop(l *slog.Logger) *slog.Logger {
 	if l == nil {
-		return zap.NewNop()
+		return slog.New(slog.DiscardHandler)
 	}
 	return l
 }

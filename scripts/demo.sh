@@ -96,6 +96,12 @@ grep -q 'nose: denied' "$work/brain.out" || {
 	echo "eye's spawn of nose was not denied" >&2
 	exit 1
 }
+if grep -q 'cone says .* over a gap junction' "$work/brain.out"; then
+	echo "retina reached cone over a gap junction (shared-memory rings in a sealed memfd)"
+else
+	echo "retina to cone did not use a gap junction" >&2
+	exit 1
+fi
 
 echo
 echo "== after the app exited"

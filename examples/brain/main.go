@@ -11,13 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/examples/demo"
@@ -37,7 +36,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log := zap.NewNop()
+	log := slog.New(slog.DiscardHandler)
 	if *verbose {
 		log = demo.Logger("brain")
 	}

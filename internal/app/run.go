@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"strings"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/cell"
@@ -35,7 +34,7 @@ type Options struct {
 	// Stderr receives cellroot's log; ServeArgs are more flags for it.
 	Stderr    io.Writer
 	ServeArgs []string
-	Logger    *zap.Logger
+	Logger    *slog.Logger
 }
 
 // Running is an app whose autostart cells run in its session.

@@ -33,3 +33,25 @@ END {
 	if (ns["RootBwrap"] && ns["CLIBwrapReady"])
 		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap to accepting", ns["RootBwrap"]/1e6, ns["CLIBwrapReady"]/1e6, ns["RootBwrap"]/ns["CLIBwrapReady"]
 }' "$stage/bench.out"
+# The synapse figures (synapse_test.go): each subject beside its baseline.
+awk '
+/^BenchmarkSynapse/ { b = $1; sub(/-[0-9]+$/, "", b); sub(/^BenchmarkSynapse/, "", b)
+	for (i = 3; i < NF; i += 2) m[b, $(i+1)] = $i }
+function row(label, b, x, base, unit, scale) {
+	if (m[b, x "-" unit] && m[b, base "-" unit])
+		printf "%-44s %12.2f %12.2f %7.2fx\n", label, m[b, x "-" unit]/scale, m[b, base "-" unit]/scale, m[b, x "-" unit]/m[b, base "-" unit]
+}
+END {
+	printf "\n%-44s %12s %12s %8s\n", "synapse (64 B bodies unless noted)", "subject", "baseline", "ratio"
+	row("RTT us: sdk vs raw UDS ping-pong", "RTT", "sdk", "raw", "ns/op", 1e3)
+	row("RTT us: sdk MaxConcurrent=1 vs raw UDS", "RTT", "quick", "raw", "ns/op", 1e3)
+	row("RTT us: gRPC over UDS vs raw UDS", "RTT", "grpc", "raw", "ns/op", 1e3)
+	row("pipelined kmsg/s, 64 in flight: sdk vs raw", "Pipelined", "sdk", "raw", "msg/s", 1e3)
+	row("pipelined kmsg/s, 64 in flight: sdk vs gRPC", "Pipelined", "sdk", "grpc", "msg/s", 1e3)
+	row("bulk MB/s, 4 KiB: sdk vs raw UDS", "Bulk4K", "sdk", "raw", "MB/s", 1)
+	row("bulk MB/s, 4 KiB: sdk vs gRPC", "Bulk4K", "sdk", "grpc", "MB/s", 1)
+	row("bulk MB/s, 1 MiB: sdk vs raw UDS", "Bulk1M", "sdk", "raw", "MB/s", 1)
+	row("bulk MB/s, 1 MiB: sdk vs gRPC", "Bulk1M", "sdk", "grpc", "MB/s", 1)
+	row("junction RTT us: sdk vs raw ring ping-pong", "JunctionRTT", "junction", "rawring", "ns/op", 1e3)
+	row("junction one way Mmsg/s: sdk vs raw ring", "JunctionOneWay", "junction", "rawring", "msg/s", 1e6)
+}' "$stage/bench.out"

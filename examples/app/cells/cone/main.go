@@ -4,16 +4,15 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/examples/demo"
 )
 
 func main() {
-	os.Exit(demo.CellMain("cone", func(_ *cell.Session, log *zap.Logger) cell.Handler {
+	os.Exit(demo.CellMain("cone", func(_ *cell.Session, log *slog.Logger) cell.Handler {
 		return cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
 			if method != "colour" {
 				return nil, cell.UnknownMethod(method)

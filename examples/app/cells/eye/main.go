@@ -6,19 +6,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-
-	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/examples/demo"
-	"github.com/cellproject/cell/wire"
 )
 
 func main() {
-	os.Exit(demo.CellMain("eye", func(s *cell.Session, log *zap.Logger) cell.Handler {
+	os.Exit(demo.CellMain("eye", func(s *cell.Session, log *slog.Logger) cell.Handler {
 		return cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
 			if method != "see" {
 				return nil, cell.UnknownMethod(method)
@@ -56,17 +53,16 @@ func recall(ctx context.Context, s *cell.Session) string {
 
 // tryNose grows nose, which eye's allowlist entry does not name, to show the
 // root refusing a spawn edge; it says what happened.
-func tryNose(ctx context.Context, s *cell.Session, log *zap.Logger) string {
+func tryNose(ctx context.Context, s *cell.Session, log *slog.Logger) string {
 	nose, err := s.Grow(ctx, "nose")
-	var denial *wire.Error
-	switch {
+	switch reason, denied := cell.DenialReason(err); {
 	case err == nil:
 		nose.Close()
 		log.Warn("nose was granted; the allowlist lets eye spawn it")
 		return "granted (the allowlist lets eye spawn nose)"
-	case wire.IsCode(err, wire.CodeDenied) && errors.As(err, &denial):
-		log.Info("nose denied, as the allowlist says", zap.String("reason", denial.Reason))
-		return fmt.Sprintf("denied (%s)", denial.Reason)
+	case denied:
+		log.Info("nose denied, as the allowlist says", "reason", reason)
+		return fmt.Sprintf("denied (%s)", reason)
 	default:
 		return fmt.Sprintf("failed: %v", err)
 	}

@@ -36,7 +36,7 @@ func main() {
 	h := cell.HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
 		return handle(ctx, sess, method, string(body))
 	})
-	if err := cell.Serve(ctx, h, cell.ServeOptions{Session: sess, IdleTimeout: *idle}); err != nil {
+	if err := cell.Serve(ctx, synapseHandler(sess, h), synapseOptions(cell.ServeOptions{Session: sess, IdleTimeout: *idle})); err != nil {
 		fmt.Fprintln(os.Stderr, "testcell:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,148 @@
+package cell
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	for _, f := range []frame{
+		{header: header{kind: kindRequest, id: 1}, name: "see", body: []byte("hello")},
+		{header: header{kind: kindRequest, flags: flagStream, id: 2}, name: "up"},
+		{header: header{kind: kindReply, id: 3}, body: bytes.Repeat([]byte{9}, 3*readChunk+1)},
+		{header: header{kind: kindError, id: 4}, name: "denied", body: []byte("no")},
+		{header: header{kind: kindNotify}, name: "note", body: []byte{0}},
+		{header: header{kind: kindData, flags: flagEnd, id: 5}},
+		{header: header{kind: kindGoAway}},
+	} {
+		b := encodeFrame(f)
+		var hdr [headerLen]byte
+		got, err := readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody)
+		if err != nil {
+			t.Fatalf("kind %d: %v", f.kind, err)
+		}
+		if got.kind != f.kind || got.id != f.id || got.flags != f.flags || got.name != f.name || !bytes.Equal(got.body, f.body) {
+			t.Fatalf("kind %d: round trip gave %+v", f.kind, got.header)
+		}
+	}
+}
+
+func encodeFrame(f frame) []byte {
+	b := make([]byte, headerLen, headerLen+len(f.name)+len(f.body))
+	f.nameLen = uint16(len(f.name))
+	f.size = uint32(len(f.name) + len(f.body))
+	f.header.put(b)
+	b = append(b, f.name...)
+	return append(b, f.body...)
+}
+
+// A peer that declares a large body and sends a little makes the reader
+// allocate about what arrived, not what was declared.
+func TestReadFrameAllocatesWhatArrives(t *testing.T) {
+	b := make([]byte, headerLen, headerLen+10)
+	header{size: 16 << 20, kind: kindReply, id: 1}.put(b)
+	b = append(b, "0123456789"...)
+	var hdr [headerLen]byte
+	allocs := testing.AllocsPerRun(10, func() {
+		if _, err := readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody); !errors.Is(err, ErrTruncated) {
+			t.Fatalf("err = %v, want ErrTruncated", err)
+		}
+	})
+	if allocs > 3 {
+		t.Fatalf("%v allocations", allocs)
+	}
+	var ms1, ms2 runtimeMem
+	ms1.read()
+	for range 20 {
+		readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody)
+	}
+	ms2.read()
+	if per := (ms2.total - ms1.total) / 20; per > 2*readChunk {
+		t.Fatalf("%d bytes allocated per truncated 16 MiB frame, want at most %d", per, 2*readChunk)
+	}
+}
+
+func TestParseHeaderRejects(t *testing.T) {
+	for name, h := range map[string]header{
+		"unknown kind":     {kind: 0, id: 1},
+		"oversize":         {kind: kindReply, id: 1, size: 1025},
+		"name past size":   {kind: kindRequest, id: 1, size: 1, nameLen: 2},
+		"long method":      {kind: kindRequest, id: 1, size: 65, nameLen: 65},
+		"request id 0":     {kind: kindRequest, size: 1, nameLen: 1},
+		"notify with id":   {kind: kindNotify, id: 1, size: 1, nameLen: 1},
+		"reply with name":  {kind: kindReply, id: 1, size: 1, nameLen: 1},
+		"goaway with body": {kind: kindGoAway, size: 1},
+		"end on a reply":   {kind: kindReply, id: 1, flags: flagEnd},
+		"long error":       {kind: kindError, id: 1, size: maxErrorMessage + 1},
+	} {
+		var b [headerLen]byte
+		h.put(b[:])
+		if _, err := parseHeader(b[:], 1024); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzReadFrame(f *testing.F) {
+	for _, fr := range []frame{
+		{header: header{kind: kindRequest, id: 1}, name: "see", body: []byte("hello")},
+		{header: header{kind: kindError, id: 4}, name: "denied", body: []byte("no")},
+		{header: header{kind: kindData, flags: flagEnd, id: 5}, body: []byte("tail")},
+		{header: header{kind: kindGoAway}},
+	} {
+		f.Add(encodeFrame(fr))
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var hdr [headerLen]byte
+		r := bytes.NewReader(b)
+		for {
+			fr, err := readFrame(r, &hdr, 4096)
+			if err != nil {
+				if errors.Is(err, io.EOF) && r.Len() != 0 {
+					t.Fatalf("EOF with %d bytes left", r.Len())
+				}
+				return
+			}
+			if len(fr.body) > 4096 || len(fr.name) > maxMethod {
+				t.Fatalf("frame past its bounds: %d body, %d name", len(fr.body), len(fr.name))
+			}
+			// What was accepted encodes back to the same bytes.
+			again := encodeFrame(fr)
+			var h2 [headerLen]byte
+			if back, err := readFrame(bytes.NewReader(again), &h2, 4096); err != nil || back.name != fr.name || !bytes.Equal(back.body, fr.body) {
+				t.Fatalf("re-encoded frame does not decode alike: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzParsePreface(f *testing.F) {
+	p := preface{minVer: 1, maxVer: 1, features: featJunction, maxBody: DefaultMaxBody}.bytes()
+	f.Add(p[:])
+	f.Add([]byte("SYNP\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parsePreface(b)
+		if err != nil {
+			return
+		}
+		if got.minVer > got.maxVer {
+			t.Fatalf("accepted versions %d..%d", got.minVer, got.maxVer)
+		}
+		if again := got.bytes(); !bytes.Equal(again[:], b) {
+			t.Fatalf("accepted preface %x encodes as %x", b, again)
+		}
+	})
+}
+
+// runtimeMem reads the process's total allocation.
+type runtimeMem struct{ total uint64 }
+
+func (m *runtimeMem) read() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.total = ms.TotalAlloc
+}

@@ -1,0 +1,558 @@
+package cell
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// synapseHandler serves the methods the synapse tests use.
+type synapseHandler struct {
+	seen    atomic.Int64 // notifications received
+	order   []int        // notify arguments in arrival order (MaxConcurrent 1)
+	mu      sync.Mutex
+	release chan struct{} // "hold" waits for it
+	tag     string        // which server answered
+}
+
+func (h *synapseHandler) Handle(ctx context.Context, method string, body []byte) ([]byte, error) {
+	switch method {
+	case "echo":
+		return body, nil
+	case "tag":
+		return []byte(h.tag), nil
+	case "note":
+		n, _ := strconv.Atoi(string(body))
+		h.mu.Lock()
+		h.order = append(h.order, n)
+		h.mu.Unlock()
+		h.seen.Add(1)
+		return nil, nil
+	case "hold":
+		select {
+		case <-h.release:
+			return []byte("held"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case "sleep":
+		d, _ := time.ParseDuration(string(body))
+		time.Sleep(d)
+		return []byte("slept"), nil
+	}
+	return nil, UnknownMethod(method)
+}
+
+func (h *synapseHandler) HandleStream(ctx context.Context, method string, body io.Reader) ([]byte, error) {
+	sum := sha256.New()
+	n, err := io.Copy(sum, body)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(fmt.Sprintf("%d %x", n, sum.Sum(nil))), nil
+}
+
+// listenTemp listens on a fresh socket path.
+func listenTemp(t *testing.T) (*net.UnixListener, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, path
+}
+
+// serveTemp serves h on a fresh socket until the test ends.
+func serveTemp(t *testing.T, h Handler, opts ServeOptions) string {
+	t.Helper()
+	ln, path := listenTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, ln, h, opts) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := waitErr(t, done, 10*time.Second); err != nil {
+			t.Errorf("ServeListener = %v", err)
+		}
+	})
+	return path
+}
+
+// dialTemp connects to path with a Conn that redials the same path.
+func dialTemp(t *testing.T, path string, opts ...DialOption) *Conn {
+	t.Helper()
+	c, err := newRedialConn(context.Background(), "c", func(ctx context.Context) (net.Conn, error) {
+		return dialSocket(ctx, "c", path)
+	}, newDialConfig(opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// transports runs f over the socket and over a gap junction.
+func transports(t *testing.T, f func(t *testing.T, junction bool)) {
+	for _, j := range []bool{false, true} {
+		name := "socket"
+		if j {
+			name = "junction"
+		}
+		t.Run(name, func(t *testing.T) { f(t, j) })
+	}
+}
+
+func dialOpts(junction bool) []DialOption {
+	if junction {
+		return []DialOption{WithJunction()}
+	}
+	return nil
+}
+
+func TestSynapseJunctionNegotiated(t *testing.T) {
+	h := &synapseHandler{}
+	on := dialTemp(t, serveTemp(t, h, ServeOptions{Junction: true}), WithJunction())
+	if !on.Junction() {
+		t.Fatal("the server offers junctions and the client asked, but the connection stayed on the socket")
+	}
+	// Fallback: a server that does not offer junctions keeps the socket.
+	off := dialTemp(t, serveTemp(t, h, ServeOptions{}), WithJunction())
+	if off.Junction() {
+		t.Fatal("junction although the server does not offer one")
+	}
+	for _, c := range []*Conn{on, off} {
+		if got, err := c.Call(context.Background(), "echo", []byte("red")); err != nil || string(got) != "red" {
+			t.Fatalf("echo (junction %v) = %q, %v", c.Junction(), got, err)
+		}
+	}
+	// Not asked: no junction, even where offered.
+	if plain := dialTemp(t, serveTemp(t, h, ServeOptions{Junction: true})); plain.Junction() {
+		t.Fatal("junction without WithJunction")
+	}
+}
+
+func TestSynapseOrderAndNotify(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		h := &synapseHandler{}
+		c := dialTemp(t, serveTemp(t, h, ServeOptions{Junction: true, MaxConcurrent: 1}), dialOpts(j)...)
+		ctx := context.Background()
+		const n = 2000
+		for i := range n {
+			if err := c.Notify(ctx, "note", []byte(strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A call after the notifications is answered after them, in order.
+		if _, err := c.Call(ctx, "echo", nil); err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.order) != n {
+			t.Fatalf("%d notifications handled before the call's reply, want %d", len(h.order), n)
+		}
+		for i, v := range h.order {
+			if v != i {
+				t.Fatalf("notification %d handled as number %d: out of order", v, i)
+			}
+		}
+	})
+}
+
+func TestSynapseLargeBodies(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true}), dialOpts(j)...)
+		ctx := context.Background()
+		big := make([]byte, DefaultMaxBody)
+		for i := range big {
+			big[i] = byte(i * 7)
+		}
+		got, err := c.Call(ctx, "echo", big)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("16 MiB echo: %d bytes, %v", len(got), err)
+		}
+		if _, err := c.Call(ctx, "echo", make([]byte, DefaultMaxBody+1)); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("body over the bound: %v, want ErrTooLarge", err)
+		}
+		// The connection is still good after the refusal (nothing was sent).
+		if got, err := c.Call(ctx, "echo", []byte("after")); err != nil || string(got) != "after" {
+			t.Fatalf("echo after refusal = %q, %v", got, err)
+		}
+	})
+}
+
+func TestSynapseBoundAnnounced(t *testing.T) {
+	// The server accepts 8 KiB bodies: the client refuses more before sending.
+	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{MaxBody: 8192}))
+	if _, err := c.Call(context.Background(), "echo", make([]byte, 8193)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the server's bound: %v", err)
+	}
+	// The client accepts 8 KiB replies: the server sends an error instead.
+	c = dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{}), WithMaxBody(8192))
+	_, err := c.Call(context.Background(), "echo", make([]byte, 9000))
+	var re *RemoteError
+	if !errors.As(err, &re) {
+		t.Fatalf("reply over the client's bound: %v, want a RemoteError", err)
+	}
+}
+
+func TestSynapseStreams(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true}), dialOpts(j)...)
+		for _, size := range []int{0, 5, streamChunk, 40<<20 + 3} {
+			data := make([]byte, size)
+			for i := range data {
+				data[i] = byte(i>>8) ^ byte(i)
+			}
+			sum := sha256.Sum256(data)
+			got, err := c.CallStream(context.Background(), "sum", bytes.NewReader(data))
+			want := fmt.Sprintf("%d %s", size, hex.EncodeToString(sum[:]))
+			if err != nil || string(got) != want {
+				t.Fatalf("stream of %d bytes = %q, %v; want %q", size, got, err, want)
+			}
+		}
+	})
+	// A handler that takes no streams says so.
+	c := dialTemp(t, serveTemp(t, echoHandler(), ServeOptions{}))
+	_, err := c.CallStream(context.Background(), "echo", bytes.NewReader([]byte("x")))
+	if !errors.Is(err, &RemoteError{Code: CodeNoStreams}) {
+		t.Fatalf("stream to a plain handler: %v", err)
+	}
+	if got, err := c.Call(context.Background(), "echo", []byte("ok")); err != nil || string(got) != "ok" {
+		t.Fatalf("call after refused stream = %q, %v", got, err)
+	}
+}
+
+func TestSynapseConcurrentCalls(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 8}), dialOpts(j)...)
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					want := fmt.Sprintf("%d/%d/%s", g, i, bytes.Repeat([]byte{'x'}, (g*i)%5000))
+					got, err := c.Call(context.Background(), "echo", []byte(want))
+					if err != nil || string(got) != want {
+						errs <- fmt.Errorf("goroutine %d call %d: %d bytes, %v", g, i, len(got), err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
+
+func TestSynapseBoundedConcurrency(t *testing.T) {
+	h := &synapseHandler{release: make(chan struct{})}
+	var running, peak atomic.Int32
+	bounded := HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		return h.Handle(ctx, method, body)
+	})
+	path := serveTemp(t, bounded, ServeOptions{MaxConcurrent: 3})
+	var wg sync.WaitGroup
+	for range 3 { // several connections share the one bound
+		c := dialTemp(t, path)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.Call(context.Background(), "hold", nil)
+			}()
+		}
+	}
+	// Wait until the bound is reached, then give it time to be exceeded.
+	for running.Load() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(h.release)
+	wg.Wait()
+	if p := peak.Load(); p != 3 {
+		t.Fatalf("peak handlers running = %d, want the bound 3", p)
+	}
+}
+
+// TestSynapseDrain: a server that stops sends GOAWAY, finishes the calls in
+// flight, and the client's new calls go to the next instance on the same
+// listener (what the root hands over in an upgrade): no call fails.
+func TestSynapseDrain(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		ln, path := listenTemp(t)
+		ln.SetUnlinkOnClose(false)
+		f, err := ln.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := &synapseHandler{tag: "old", release: make(chan struct{})}
+		oldCtx, stopOld := context.WithCancel(context.Background())
+		oldDone := make(chan error, 1)
+		go func() {
+			oldDone <- ServeListener(oldCtx, ln, old, ServeOptions{Junction: true, ShutdownTimeout: 20 * time.Second})
+		}()
+
+		c := dialTemp(t, path, dialOpts(j)...)
+		ctx := context.Background()
+		if got, err := c.Call(ctx, "tag", nil); err != nil || string(got) != "old" {
+			t.Fatalf("before the drain: %q, %v", got, err)
+		}
+		held := make(chan error, 1)
+		go func() {
+			got, err := c.Call(ctx, "hold", nil)
+			if err == nil && string(got) != "held" {
+				err = fmt.Errorf("hold = %q", got)
+			}
+			held <- err
+		}()
+		// Calls keep going through the drain, from another goroutine.
+		stopCalls := make(chan struct{})
+		callErrs := make(chan error, 1)
+		var answered sync.Map
+		go func() {
+			defer close(callErrs)
+			for {
+				select {
+				case <-stopCalls:
+					return
+				default:
+				}
+				got, err := c.Call(ctx, "tag", nil)
+				if err != nil {
+					callErrs <- err
+					return
+				}
+				answered.Store(string(got), true)
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		stopOld() // the old instance is told to go (SIGTERM in a cell)
+		newCtx, stopNew := context.WithCancel(context.Background())
+		newDone := make(chan error, 1)
+		go func() {
+			newDone <- ServeListener(newCtx, next, &synapseHandler{tag: "new"}, ServeOptions{Junction: true})
+		}()
+
+		// The old one waits for its call in flight.
+		select {
+		case err := <-oldDone:
+			t.Fatalf("old Serve returned (%v) with a call in flight", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(old.release)
+		if err := <-held; err != nil {
+			t.Fatalf("the call in flight across the drain failed: %v", err)
+		}
+		if err := waitErr(t, oldDone, 10*time.Second); err != nil {
+			t.Fatalf("old Serve = %v", err)
+		}
+		for {
+			if _, ok := answered.Load("new"); ok {
+				break
+			}
+			select {
+			case err := <-callErrs:
+				t.Fatalf("a call failed across the drain: %v", err)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		close(stopCalls)
+		if err, ok := <-callErrs; ok && err != nil {
+			t.Fatalf("a call failed across the drain: %v", err)
+		}
+		if c.Junction() != j {
+			t.Errorf("after the redial junction = %v, want %v", c.Junction(), j)
+		}
+		c.Close()
+		stopNew()
+		if err := waitErr(t, newDone, 10*time.Second); err != nil {
+			t.Fatalf("new Serve = %v", err)
+		}
+	})
+}
+
+// TestSynapseDrainGrace: a client that never leaves is cut off when the
+// grace period ends, and the handler's ctx is cancelled.
+func TestSynapseDrainGrace(t *testing.T) {
+	ln, _ := listenTemp(t)
+	h := &synapseHandler{release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, ln, h, ServeOptions{ShutdownTimeout: 200 * time.Millisecond}) }()
+	nc, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewConn(context.Background(), "c", nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res := make(chan error, 1)
+	go func() { _, err := c.Call(context.Background(), "hold", nil); res <- err }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := waitErr(t, done, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err == nil {
+		t.Fatal("a call held past the grace period succeeded")
+	}
+}
+
+// TestSynapsePeerDeath: the serving process dies in the middle of a call;
+// the call fails at once (not at its ctx's end), on both transports.
+func TestSynapsePeerDeath(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		path := filepath.Join(t.TempDir(), "c.sock")
+		cmd := helperCmd(t, "synapse-serve", map[string]string{"SOCK": path})
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		defer cmd.Process.Kill()
+		if err := waitSocket(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+		c := dialTemp(t, path, dialOpts(j)...)
+		if c.Junction() != j {
+			t.Fatalf("junction = %v, want %v", c.Junction(), j)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		res := make(chan error, 2)
+		for range 2 {
+			go func() { _, err := c.Call(ctx, "hold", nil); res <- err }()
+		}
+		time.Sleep(50 * time.Millisecond)
+		cmd.Process.Kill()
+		for range 2 {
+			err := <-res
+			if err == nil || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("call to a dead peer = %v, want a prompt failure", err)
+			}
+		}
+		if _, err := c.Call(ctx, "echo", nil); err == nil {
+			t.Fatal("call on a connection to a dead peer succeeded")
+		}
+	})
+}
+
+// helperSynapseServe serves synapseHandler on $SOCK, with junctions, until
+// killed.
+func helperSynapseServe() int {
+	ln, err := net.Listen("unix", os.Getenv("SOCK"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := ServeListener(context.Background(), ln, &synapseHandler{release: make(chan struct{})}, ServeOptions{Junction: true}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestSynapseVersionRefused: a client asking only for a version the server
+// lacks gets ErrVersion; a server answering with another version likewise.
+func TestSynapseVersionRefused(t *testing.T) {
+	path := serveTemp(t, echoHandler(), ServeOptions{})
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p := preface{minVer: 2, maxVer: 9}.bytes()
+	nc.Write(p[:])
+	var b [prefaceLen]byte
+	if _, err := io.ReadFull(nc, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := parsePreface(b[:])
+	if err != nil || got.maxVer != 0 {
+		t.Fatalf("refusal preface = %+v, %v; want version 0", got, err)
+	}
+
+	a, z := net.Pipe()
+	go func() {
+		io.ReadFull(z, b[:])
+		p := preface{minVer: 2, maxVer: 2}.bytes()
+		z.Write(p[:])
+	}()
+	if _, err := NewConn(context.Background(), "x", a); !errors.Is(err, ErrVersion) {
+		t.Fatalf("NewConn against version 2 = %v, want ErrVersion", err)
+	}
+}
+
+// TestSynapseGoAwayWithoutRedial: a NewConn cannot redial; after GOAWAY its
+// new calls fail with ErrClosed instead of looping.
+func TestSynapseGoAwayWithoutRedial(t *testing.T) {
+	ln, path := listenTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	h := &synapseHandler{release: make(chan struct{})}
+	go func() { done <- ServeListener(ctx, ln, h, ServeOptions{}) }()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewConn(context.Background(), "c", nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	held := make(chan error, 1)
+	go func() { _, err := c.Call(context.Background(), "hold", nil); held <- err }()
+	time.Sleep(20 * time.Millisecond)
+	cancel() // GOAWAY; the held call keeps the connection open
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := c.Call(context.Background(), "echo", nil)
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls after GOAWAY: %v, want ErrClosed", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(h.release)
+	if err := <-held; err != nil {
+		t.Fatalf("the call in flight: %v", err)
+	}
+	if err := waitErr(t, done, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,133 @@
+package junction
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func socketpair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "sock")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+func TestOfferAccept(t *testing.T) {
+	a, b := socketpair(t)
+	o, err := NewOffer(DefaultRing)
+	if err != nil {
+		t.Fatalf("memfd junction refused on this host: %v", err)
+	}
+	if err := o.Send(a); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Accept(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := o.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	msg := bytes.Repeat([]byte("ping"), 1<<19) // 2 MiB: more than a ring
+	go cli.WriteBuffers([][]byte{msg})
+	got := make([]byte, 0, len(msg))
+	buf := make([]byte, 1<<16)
+	for len(got) < len(msg) {
+		n, err := srv.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("bytes differ")
+	}
+}
+
+// Accept refuses memory a peer could shrink under it (SIGBUS), memory of
+// the wrong size, and offers with the wrong fds.
+func TestAcceptRefusesBadOffers(t *testing.T) {
+	send := func(t *testing.T, c *net.UnixConn, ringSize uint32, fds ...int) {
+		var b [offerLen]byte
+		copy(b[:4], offerMagic[:])
+		b[4], b[5], b[6], b[7] = byte(ringSize), byte(ringSize>>8), byte(ringSize>>16), byte(ringSize>>24)
+		b[8] = offerVersion
+		var oob []byte
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
+		}
+		if _, _, err := c.WriteMsgUnix(b[:], oob, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	memfd := func(t *testing.T, size int, seal bool) int {
+		fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		unix.Ftruncate(fd, int64(size))
+		if seal {
+			unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals)
+		}
+		return fd
+	}
+	evs := func(t *testing.T) []int {
+		var fds []int
+		for range 4 {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+			fds = append(fds, fd)
+		}
+		return fds
+	}
+	for name, offer := range map[string]func(t *testing.T) (uint32, []int){
+		"unsealed": func(t *testing.T) (uint32, []int) {
+			return MinRing, append([]int{memfd(t, Size(MinRing), false)}, evs(t)...)
+		},
+		"wrong size": func(t *testing.T) (uint32, []int) {
+			return MinRing, append([]int{memfd(t, Size(MinRing)-1, true)}, evs(t)...)
+		},
+		"too few fds": func(t *testing.T) (uint32, []int) { return MinRing, []int{memfd(t, Size(MinRing), true)} },
+		"no fds":      func(t *testing.T) (uint32, []int) { return MinRing, nil },
+		"odd ring size": func(t *testing.T) (uint32, []int) {
+			return MinRing + 1, append([]int{memfd(t, Size(MinRing+1), true)}, evs(t)...)
+		},
+		"not a memfd": func(t *testing.T) (uint32, []int) { return MinRing, append([]int{evs(t)[0]}, evs(t)...) },
+		"huge ring size": func(t *testing.T) (uint32, []int) {
+			return 1 << 31, append([]int{memfd(t, Size(MinRing), true)}, evs(t)...)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := socketpair(t)
+			size, fds := offer(t)
+			send(t, a, size, fds...)
+			if j, err := Accept(b); err == nil {
+				j.Close()
+				t.Fatal("accepted")
+			}
+		})
+	}
+}

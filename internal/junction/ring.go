@@ -1,0 +1,287 @@
+package junction
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Errors; match them with errors.Is.
+var (
+	// ErrClosed means this side closed the junction (or the peer left).
+	ErrClosed = errors.New("junction: closed")
+	// ErrCorrupt means the peer wrote an index no honest peer could have.
+	ErrCorrupt = errors.New("junction: ring corrupted by the peer")
+)
+
+// The control block of one ring: each word 128 bytes from the next, so that
+// producer and consumer never share a cache line, nor the pair of lines a
+// CPU's adjacent-line prefetcher fetches together.
+const (
+	offHead     = 0   // consumer's position (bytes read, ever)
+	offTail     = 128 // producer's position (bytes written, ever)
+	offSleeping = 256 // non-zero: the consumer sleeps on its data event
+	offWaiting  = 384 // non-zero: the producer sleeps on its space event
+	ctlLen      = 512
+)
+
+// spinFor is how long a side spins on an empty (or full) ring before it
+// sleeps: long enough to catch a reply that is on its way, short enough that
+// an idle junction costs no CPU.
+const spinFor = 50 * time.Microsecond
+
+// event is one direction of wake-ups: an eventfd on Linux.
+type event interface {
+	wait() error // block until signalled (or closed)
+	signal() error
+}
+
+// ring is one direction of the junction as one side sees it: either its
+// producer or its consumer, never both.
+type ring struct {
+	ctl  []byte // ctlLen bytes
+	data []byte // power-of-two length
+	mask uint64
+	pos  uint64 // our own index: head for a consumer, tail for a producer
+
+	dataEv  event // the consumer sleeps here
+	spaceEv event // the producer sleeps here
+
+	closed *atomic.Bool
+}
+
+func newRing(ctl, data []byte, dataEv, spaceEv event, closed *atomic.Bool) (*ring, error) {
+	n := uint64(len(data))
+	if len(ctl) < ctlLen || n == 0 || n&(n-1) != 0 {
+		return nil, fmt.Errorf("junction: bad ring layout: control %d, data %d", len(ctl), n)
+	}
+	return &ring{ctl: ctl, data: data, mask: n - 1, dataEv: dataEv, spaceEv: spaceEv, closed: closed}, nil
+}
+
+func (r *ring) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&r.ctl[off])) }
+func (r *ring) flag(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.ctl[off])) }
+
+// read copies up to len(p) bytes out of the ring, waiting for at least one.
+func (r *ring) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var deadline time.Time
+	for spins := 0; ; spins++ {
+		if r.closed.Load() {
+			return 0, ErrClosed
+		}
+		avail := atomic.LoadUint64(r.word(offTail)) - r.pos
+		if avail > uint64(len(r.data)) {
+			return 0, fmt.Errorf("%w: %d bytes available in a ring of %d", ErrCorrupt, avail, len(r.data))
+		}
+		if avail > 0 {
+			n := int(min(avail, uint64(len(p))))
+			r.copyOut(p[:n])
+			r.pos += uint64(n)
+			atomic.StoreUint64(r.word(offHead), r.pos)
+			if atomic.LoadUint32(r.flag(offWaiting)) != 0 {
+				r.spaceEv.signal()
+			}
+			return n, nil
+		}
+		if r.spin(spins, &deadline) {
+			continue
+		}
+		// Announce the sleep, then look again: a producer that published
+		// before seeing the flag is caught by the second look.
+		atomic.StoreUint32(r.flag(offSleeping), 1)
+		if atomic.LoadUint64(r.word(offTail)) == r.pos {
+			if err := r.dataEv.wait(); err != nil {
+				return 0, ErrClosed
+			}
+		}
+		atomic.StoreUint32(r.flag(offSleeping), 0)
+		spins, deadline = 0, time.Time{}
+	}
+}
+
+// spin says whether to keep spinning: for spinFor after the first empty look.
+func (r *ring) spin(spins int, deadline *time.Time) bool {
+	if spins&63 != 63 {
+		return true
+	}
+	now := time.Now()
+	if deadline.IsZero() {
+		*deadline = now.Add(spinFor)
+	}
+	if now.After(*deadline) {
+		return false
+	}
+	runtime.Gosched() // the goroutine we wait for may need this P
+	return true
+}
+
+func (r *ring) copyOut(p []byte) {
+	at := r.pos & r.mask
+	n := copy(p, r.data[at:])
+	copy(p[n:], r.data)
+}
+
+func (r *ring) copyIn(p []byte) {
+	at := r.pos & r.mask
+	n := copy(r.data[at:], p)
+	copy(r.data, p[n:])
+}
+
+// write copies all of bufs into the ring, publishing as it goes and waiting
+// for space when the ring is full.
+func (r *ring) write(bufs [][]byte) error {
+	published := r.pos
+	for _, b := range bufs {
+		for len(b) > 0 {
+			if r.closed.Load() {
+				return ErrClosed
+			}
+			used := r.pos - atomic.LoadUint64(r.word(offHead))
+			if used > uint64(len(r.data)) {
+				return fmt.Errorf("%w: %d bytes in use in a ring of %d", ErrCorrupt, used, len(r.data))
+			}
+			free := uint64(len(r.data)) - used
+			if free == 0 {
+				if r.pos != published {
+					r.publish()
+					published = r.pos
+				}
+				if err := r.waitSpace(); err != nil {
+					return err
+				}
+				continue
+			}
+			n := min(free, uint64(len(b)))
+			r.copyIn(b[:n])
+			r.pos += n
+			b = b[n:]
+		}
+	}
+	if r.pos != published {
+		r.publish()
+	}
+	return nil
+}
+
+func (r *ring) publish() {
+	atomic.StoreUint64(r.word(offTail), r.pos)
+	if atomic.LoadUint32(r.flag(offSleeping)) != 0 {
+		r.dataEv.signal()
+	}
+}
+
+func (r *ring) waitSpace() error {
+	var deadline time.Time
+	for spins := 0; ; spins++ {
+		if r.closed.Load() {
+			return ErrClosed
+		}
+		if r.pos-atomic.LoadUint64(r.word(offHead)) < uint64(len(r.data)) {
+			return nil
+		}
+		if r.spin(spins, &deadline) {
+			continue
+		}
+		atomic.StoreUint32(r.flag(offWaiting), 1)
+		if r.pos-atomic.LoadUint64(r.word(offHead)) >= uint64(len(r.data)) {
+			if err := r.spaceEv.wait(); err != nil {
+				return ErrClosed
+			}
+		}
+		atomic.StoreUint32(r.flag(offWaiting), 0)
+		spins, deadline = 0, time.Time{}
+	}
+}
+
+// Layout of the memfd: a page of two control blocks (ring 0 then ring 1),
+// then ring 0's data, then ring 1's. Ring 0 carries the dialling side's
+// bytes to the accepting side.
+const ctlPage = 4096
+
+// Size is the memfd size for rings of ringSize bytes each.
+func Size(ringSize int) int { return ctlPage + 2*ringSize }
+
+// Limits on the ring size a peer may offer.
+const (
+	MinRing     = 4096
+	MaxRing     = 64 << 20
+	DefaultRing = 1 << 20
+)
+
+// Junction is one side of a gap junction: Read takes the peer's bytes,
+// Write sends ours. One goroutine may Read while another Writes; Writes
+// must be serialised by the caller, as must Reads.
+type Junction struct {
+	in, out *ring
+	closed  atomic.Bool
+
+	mu      sync.RWMutex // readers and writers hold it shared; Close takes it to unmap
+	release func() error // unmaps and closes the files
+	wake    func()       // wakes our own sleepers so that they see closed
+	once    sync.Once
+}
+
+// newJunction lays the rings over mem; dialer says which side this is.
+// evs are ring 0's data and space events, then ring 1's.
+func newJunction(mem []byte, ringSize int, dialer bool, evs [4]event, release func() error, wake func()) (*Junction, error) {
+	if ringSize < MinRing || ringSize > MaxRing || ringSize&(ringSize-1) != 0 || len(mem) != Size(ringSize) {
+		return nil, fmt.Errorf("junction: bad layout: ring %d, memory %d", ringSize, len(mem))
+	}
+	j := &Junction{release: release, wake: wake}
+	r0, err := newRing(mem[0:ctlLen], mem[ctlPage:ctlPage+ringSize], evs[0], evs[1], &j.closed)
+	if err != nil {
+		return nil, err
+	}
+	r1, err := newRing(mem[ctlLen:2*ctlLen], mem[ctlPage+ringSize:], evs[2], evs[3], &j.closed)
+	if err != nil {
+		return nil, err
+	}
+	if dialer {
+		j.out, j.in = r0, r1
+	} else {
+		j.in, j.out = r0, r1
+	}
+	// Whatever the peer left in the indices, we start where it says the
+	// stream starts: at zero, and both sides agree on that by protocol.
+	return j, nil
+}
+
+// Read reads the peer's bytes, waiting for at least one.
+func (j *Junction) Read(p []byte) (int, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed.Load() {
+		return 0, ErrClosed
+	}
+	return j.in.read(p)
+}
+
+// WriteBuffers writes all of bufs, in order.
+func (j *Junction) WriteBuffers(bufs [][]byte) error {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed.Load() {
+		return ErrClosed
+	}
+	return j.out.write(bufs)
+}
+
+// Close wakes any Read or Write (they fail with ErrClosed), then unmaps the
+// memory. It is safe to call more than once and from any goroutine.
+func (j *Junction) Close() error {
+	var err error
+	j.once.Do(func() {
+		j.closed.Store(true)
+		j.wake()
+		j.mu.Lock()
+		err = j.release()
+		j.mu.Unlock()
+	})
+	return err
+}

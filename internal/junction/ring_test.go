@@ -1,0 +1,138 @@
+package junction
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"testing"
+)
+
+// chanEvent is an in-process event for testing the ring logic.
+type chanEvent chan struct{}
+
+func (e chanEvent) wait() error { <-e; return nil }
+func (e chanEvent) signal() error {
+	select {
+	case e <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// pair lays a junction's two sides over one plain byte slice.
+func pair(t testing.TB, ringSize int) (dialer, acceptor *Junction, mem []byte) {
+	t.Helper()
+	mem = make([]byte, Size(ringSize))
+	var evs [4]event
+	for i := range evs {
+		evs[i] = make(chanEvent, 1)
+	}
+	mk := func(d bool) *Junction {
+		j, err := newJunction(mem, ringSize, d, evs, func() error { return nil }, func() {
+			for _, e := range evs {
+				e.signal()
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	return mk(true), mk(false), mem
+}
+
+func TestRingRoundTripWraps(t *testing.T) {
+	d, a, _ := pair(t, MinRing)
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes: wraps the 4 KiB ring
+	done := make(chan error, 1)
+	go func() { done <- d.WriteBuffers([][]byte{msg[:7], msg[7:]}) }()
+	got := make([]byte, 0, len(msg))
+	buf := make([]byte, 999)
+	for len(got) < len(msg) {
+		n, err := a.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("bytes differ after the round trip")
+	}
+}
+
+func TestRingCloseWakesSleepers(t *testing.T) {
+	d, a, _ := pair(t, MinRing)
+	res := make(chan error, 2)
+	go func() { _, err := a.Read(make([]byte, 8)); res <- err }()            // sleeps: empty ring
+	go func() { res <- d.WriteBuffers([][]byte{make([]byte, 3*MinRing)}) }() // sleeps: full ring
+	for range 2 {
+		select {
+		case err := <-res:
+			t.Fatalf("returned early: %v", err)
+		default:
+		}
+	}
+	a.Close()
+	d.Close()
+	for range 2 {
+		if err := <-res; !errors.Is(err, ErrClosed) {
+			t.Fatalf("after Close: %v, want ErrClosed", err)
+		}
+	}
+}
+
+func TestRingScribbledIndices(t *testing.T) {
+	_, a, mem := pair(t, MinRing)
+	// The peer claims more bytes than the ring holds.
+	binary.LittleEndian.PutUint64(mem[offTail:], MinRing+1)
+	if _, err := a.Read(make([]byte, 8)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("tail past the ring: %v, want ErrCorrupt", err)
+	}
+	d, _, mem := pair(t, MinRing)
+	// The peer claims to have read bytes never written (head past tail).
+	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
+	if err := d.WriteBuffers([][]byte{[]byte("x")}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("head past tail: %v, want ErrCorrupt", err)
+	}
+}
+
+// FuzzRingRead: whatever the peer leaves in the shared memory, reading
+// either fails with ErrCorrupt or yields bytes from inside the mapping.
+func FuzzRingRead(f *testing.F) {
+	f.Add(uint64(10), uint64(0), []byte("hello"))
+	f.Add(uint64(MinRing+1), uint64(0), []byte{})
+	f.Add(^uint64(0), uint64(5), []byte{1})
+	f.Add(uint64(5), uint64(3), []byte{1, 2})
+	f.Fuzz(func(t *testing.T, tail, ourPos uint64, data []byte) {
+		mem := make([]byte, Size(MinRing))
+		copy(mem[ctlPage:], data)
+		var closed atomic.Bool
+		ev := make(chanEvent, 1)
+		r, err := newRing(mem[:ctlLen], mem[ctlPage:ctlPage+MinRing], ev, ev, &closed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.pos = ourPos
+		binary.LittleEndian.PutUint64(mem[offTail:], tail)
+		if tail == ourPos {
+			return // empty: a read would sleep, as it must
+		}
+		buf := make([]byte, 64)
+		n, err := r.read(buf)
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v", err)
+			}
+			if tail-ourPos <= MinRing {
+				t.Fatalf("an honest index %d..%d called corrupt", ourPos, tail)
+			}
+		case n == 0 || n > len(buf) || uint64(n) > tail-ourPos:
+			t.Fatalf("read %d bytes of %d available", n, tail-ourPos)
+		}
+	})
+}
