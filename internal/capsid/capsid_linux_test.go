@@ -436,11 +436,42 @@ func TestTableNamesTheForbidden(t *testing.T) {
 	}
 }
 
+// allowUnless covers every value but the excluded ones, checked on values
+// near and far from them, with and without upper bits the mask ignores.
+func TestAllowUnless(t *testing.T) {
+	rs := allowUnless("ioctl", 1, low32, unix.TIOCSTI, unix.TIOCLINUX)
+	allowed := func(v uint64) bool {
+		for _, r := range rs {
+			if v&r.Args[0].Mask == r.Args[0].Value {
+				return true
+			}
+		}
+		return false
+	}
+	for _, v := range []uint64{unix.TIOCSTI, unix.TIOCLINUX, 0xffffffff00000000 | unix.TIOCSTI, 1<<40 | unix.TIOCLINUX} {
+		if allowed(v) {
+			t.Errorf("%#x allowed", v)
+		}
+	}
+	rnd := rand.New(rand.NewSource(1))
+	for i := 0; i < 100000; i++ {
+		v := rnd.Uint64() >> uint(rnd.Intn(64))
+		if i%2 == 0 {
+			v = unix.TIOCSTI ^ 1<<uint(rnd.Intn(32))
+		}
+		if low := v & low32; low != unix.TIOCSTI && low != unix.TIOCLINUX && !allowed(v) {
+			t.Fatalf("%#x denied", v)
+		}
+	}
+	t.Logf("%d rules", len(rs))
+}
+
 func TestCheckRejectsBadTables(t *testing.T) {
 	for _, rs := range [][]Rule{
 		{{Syscall: "nosuchcall", Action: Allow}},
 		{{Syscall: "read", Action: Allow}, {Syscall: "read", Action: Deny}},
-		{{Syscall: "ioctl", Action: Deny, Args: []Arg{{Index: 1, Value: 1}}}, {Syscall: "ioctl", Action: Allow, Args: []Arg{{Index: 1, Value: 2}}}},
+		{{Syscall: "ioctl", Action: Deny, Args: []Arg{{Index: 1, Value: 1}}}, {Syscall: "ioctl", Action: Allow}},
+		{{Syscall: "ioctl", Action: Allow}, {Syscall: "ioctl", Action: Allow, Args: []Arg{{Index: 1, Value: 2}}}},
 		{{Syscall: "ioctl", Action: Deny, Args: []Arg{{Index: 1, Value: 1}}}},
 		{{Syscall: "ioctl", Action: Allow, Args: []Arg{{Index: 6, Value: 1}}}},
 		{{Syscall: "ioctl", Action: Allow, Args: []Arg{{Index: 1, Op: MaskedEqual, Mask: 1, Value: 2}}}},

@@ -48,11 +48,13 @@ type Arg struct {
 }
 
 // Rule is one row of the policy. A rule without Args decides every call of
-// the syscall that no conditional rule of the same syscall decided; a rule
-// with Args decides the calls whose arguments match all of them. Within a
-// syscall the conditional rules share one action, and the unconditional
-// rule (if any) has the other: the form that libseccomp, which renders the
-// OCI profile inside the container runtime, evaluates without ambiguity.
+// its syscall; a rule with Args allows the calls whose arguments match all
+// of them, and a call no rule of its syscall matches is denied. A syscall
+// has either one unconditional rule or only conditional allows: libseccomp,
+// which turns the OCI profile into BPF inside the container runtime, lets
+// an unconditional allow win over a conditional deny of the same syscall
+// (seen with runc and libseccomp 2.5 on Podman 4.3), so "allow except"
+// must be spelled as allows (see allowUnless).
 type Rule struct {
 	Syscall string
 	Action  Action
@@ -180,17 +182,13 @@ func Rules() []Rule {
 			rs = append(rs, Rule{Syscall: n, Action: Allow})
 		}
 	}
+	// Every ioctl request but TIOCSTI, which pushes input into a terminal,
+	// and TIOCLINUX, which can paste into a virtual console.
+	rs = append(rs, allowUnless("ioctl", 1, low32, unix.TIOCSTI, unix.TIOCLINUX)...)
 	rs = append(rs,
 		Rule{Syscall: "clone", Action: Allow,
 			Args: []Arg{{Index: 0, Op: MaskedEqual, Mask: cloneNamespaceFlags, Value: 0}},
 			Why:  "threads and processes, but no new namespaces"},
-		Rule{Syscall: "ioctl", Action: Deny,
-			Args: []Arg{{Index: 1, Op: MaskedEqual, Mask: low32, Value: unix.TIOCSTI}},
-			Why:  "TIOCSTI pushes input into a terminal"},
-		Rule{Syscall: "ioctl", Action: Deny,
-			Args: []Arg{{Index: 1, Op: MaskedEqual, Mask: low32, Value: unix.TIOCLINUX}},
-			Why:  "TIOCLINUX can paste into a virtual console"},
-		Rule{Syscall: "ioctl", Action: Allow, Why: "every other request"},
 		Rule{Syscall: "personality", Action: Allow,
 			Args: []Arg{{Index: 0, Op: Equal, Value: perLinux}}, Why: "plain Linux"},
 		Rule{Syscall: "personality", Action: Allow,
@@ -205,23 +203,14 @@ func Rules() []Rule {
 }
 
 // check validates the table's shape: every syscall known on this
-// architecture, at most one unconditional rule per syscall, conditional
-// rules of one action that differs from the unconditional rule's, argument
-// indexes in range.
+// architecture, argument indexes in range, masked values inside their
+// masks, and per syscall either one unconditional rule or only conditional
+// allows.
 func check(rs []Rule) error {
-	type shape struct {
-		uncond, cond   bool
-		uncondA, condA Action
-	}
-	seen := map[string]*shape{}
+	uncond, cond := map[string]bool{}, map[string]bool{}
 	for _, r := range rs {
 		if _, ok := numbers[r.Syscall]; !ok {
 			return fmt.Errorf("capsid: rule for %q: no such syscall on this architecture", r.Syscall)
-		}
-		s := seen[r.Syscall]
-		if s == nil {
-			s = &shape{}
-			seen[r.Syscall] = s
 		}
 		for _, a := range r.Args {
 			if a.Index < 0 || a.Index > 5 {
@@ -231,27 +220,59 @@ func check(rs []Rule) error {
 				return fmt.Errorf("capsid: rule for %q: value %#x has bits outside mask %#x", r.Syscall, a.Value, a.Mask)
 			}
 		}
-		if len(r.Args) == 0 {
-			if s.uncond {
-				return fmt.Errorf("capsid: two unconditional rules for %q", r.Syscall)
-			}
-			s.uncond, s.uncondA = true, r.Action
-		} else {
-			if s.cond && s.condA != r.Action {
-				return fmt.Errorf("capsid: conditional rules of %q disagree on the action", r.Syscall)
-			}
-			s.cond, s.condA = true, r.Action
+		switch {
+		case len(r.Args) > 0 && r.Action != Allow:
+			return fmt.Errorf("capsid: conditional deny of %q: spell it as allows of the other values", r.Syscall)
+		case len(r.Args) > 0:
+			cond[r.Syscall] = true
+		case uncond[r.Syscall]:
+			return fmt.Errorf("capsid: two unconditional rules for %q", r.Syscall)
+		default:
+			uncond[r.Syscall] = true
 		}
-	}
-	for name, s := range seen {
-		if s.cond && s.uncond && s.condA == s.uncondA {
-			return fmt.Errorf("capsid: conditional and unconditional rules of %q have the same action", name)
-		}
-		if s.cond && !s.uncond && s.condA == Deny {
-			return fmt.Errorf("capsid: conditional deny of %q without an unconditional allow is a no-op", name)
+		if cond[r.Syscall] && uncond[r.Syscall] {
+			return fmt.Errorf("capsid: %q has both conditional and unconditional rules", r.Syscall)
 		}
 	}
 	return nil
+}
+
+// allowUnless returns the rules allowing every call of name whose argument
+// idx, under mask, is none of except: one masked comparison per subtree of
+// the values' binary trie that holds no excluded value (a few dozen rules
+// for two values in 32 bits, all allows).
+func allowUnless(name string, idx int, mask uint64, except ...uint64) []Rule {
+	var bits []uint // the mask's bits, most significant first
+	for b := 63; b >= 0; b-- {
+		if mask&(1<<uint(b)) != 0 {
+			bits = append(bits, uint(b))
+		}
+	}
+	var rs []Rule
+	var walk func(depth int, prefixMask, prefix uint64, left []uint64)
+	walk = func(depth int, prefixMask, prefix uint64, left []uint64) {
+		if len(left) == 0 {
+			rs = append(rs, Rule{Syscall: name, Action: Allow,
+				Args: []Arg{{Index: idx, Op: MaskedEqual, Mask: prefixMask, Value: prefix}},
+				Why:  fmt.Sprintf("all but %#x", except)})
+			return
+		}
+		if depth == len(bits) {
+			return // an excluded value itself
+		}
+		bit := uint64(1) << bits[depth]
+		for _, side := range []uint64{0, bit} {
+			var next []uint64
+			for _, v := range left {
+				if v&bit == side {
+					next = append(next, v)
+				}
+			}
+			walk(depth+1, prefixMask|bit, prefix|side, next)
+		}
+	}
+	walk(0, 0, 0, except)
+	return rs
 }
 
 // syscalls returns the syscall names of rs in first-seen order.
