@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/testutil"
+	"github.com/cellproject/cell/test/integration/capsidprobe"
 )
 
 // capsidAllowlist runs the probe cell on each host backend, beside a
@@ -44,39 +48,6 @@ backend = "podman"
 exec = "@CPROG@"
 backend = "process"
 `
-
-// capsidSyscallProbes are the calls of the capsid's item 1, one probe each
-// (test/integration/cells/testcell/capsid.go): every one must reach the
-// kernel in the control and fail with the filter's ENOSYS in a sandbox.
-var capsidSyscallProbes = []string{
-	"keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-	"io_uring_setup", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-	"open_by_handle_at", "mount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree",
-	"unshare", "setns", "clone3", "ptrace", "personality", "ioctl_tiocsti", "ioctl_tiocsti_high",
-	"ioctl_tioclinux", "i386_getpid",
-}
-
-// kernelMayLack are the calls a kernel built without modules or kexec has
-// no entry for (ENOSYS with or without a filter).
-var kernelMayLack = map[string]bool{"kexec_load": true, "kexec_file_load": true, "init_module": true,
-	"finit_module": true, "delete_module": true}
-
-// ownerKey puts a key with a fresh secret into the test's session keyring,
-// as the owner's login would; the root and its process cells inherit it.
-func ownerKey(t *testing.T) (desc, secret string) {
-	t.Helper()
-	ring, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_SESSION_KEYRING, false)
-	if err != nil {
-		t.Fatalf("find the session keyring: %v", err)
-	}
-	desc, secret = fmt.Sprintf("cell-capsid-%d", os.Getpid()), fmt.Sprintf("secret-%d", time.Now().UnixNano())
-	key, err := unix.AddKey("user", desc, []byte(secret), ring)
-	if err != nil {
-		t.Fatalf("add the owner's key: %v", err)
-	}
-	t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_UNLINK, key, ring, 0, 0) })
-	return desc, secret
-}
 
 // staticCProgram builds a static C program with glibc (gcc and libc6-dev
 // from Debian): threads, fork and wait, memory maps and randomness, then a
@@ -127,83 +98,20 @@ int main(void) {
 func TestCapsidHost(t *testing.T) {
 	requirePodman(t)
 	cprog := staticCProgram(t)
-	desc, secret := ownerKey(t)
+	desc, secret := capsidprobe.OwnerKey(t)
 	s, log := startSession(t, strings.ReplaceAll(capsidAllowlist, "@CPROG@", cprog))
 	probe := func(cellName, arg string) string { return call(t, s, cellName, "capsid", arg) }
 	sandboxes := []string{"capbwrap", "cappodman"}
+	capsidprobe.Check(t, probe, "ctl", sandboxes, desc, secret, capsidprobe.Options{KernelMayLack: true, TmpBoundMiB: 64})
 
-	// Seccomp mode.
-	if got := probe("ctl", "seccomp"); got != "mode 0" {
-		t.Errorf("control: %s, want no filter", got)
-	}
-	// Owner's key.
-	if got := probe("ctl", "keyring "+desc); got != "ok "+secret {
-		t.Errorf("control: the owner's key read %q, want %q", got, "ok "+secret)
-	}
-	// Nested user namespace, uid 0 there, a mount.
-	if got := probe("ctl", "userns"); got != "ok uid=0 mount=ok" {
-		t.Errorf("control: nested user namespace: %q", got)
-	}
-	// /tmp: the control writes 96 MiB to the host's /tmp.
-	if got := probe("ctl", "tmpfill"); got != "ok wrote 96 MiB" {
-		t.Errorf("control: /tmp fill: %q", got)
-	}
-	control := map[string]string{}
-	for _, p := range capsidSyscallProbes {
-		got := probe("ctl", p)
-		control[p] = got
-		switch {
-		case got == "errno ENOSYS" && kernelMayLack[p]:
-			// This host's kernel is built without the call (no modules,
-			// no kexec): the sandbox's answer below cannot tell the filter
-			// from the kernel. The unit test (internal/capsid) and the VM
-			// lab, whose Debian kernel has them, prove these.
-			t.Logf("control %s: this kernel has no such call; not proven on this host", p)
-		case got == "errno ENOSYS" || strings.HasPrefix(got, "error") || strings.HasPrefix(got, "killed"):
-			t.Errorf("control %s: %q: the probe must reach the kernel where nothing filters", p, got)
-		}
-	}
-	t.Logf("controls: %v", control)
-
+	// Terminal-safe relay of what a cell writes.
 	for _, sb := range sandboxes {
-		if got := probe(sb, "seccomp"); got != "mode 2" {
-			t.Errorf("%s: %s, want a seccomp filter (mode 2)", sb, got)
-		}
-		if got := probe(sb, "keyring "+desc); strings.Contains(got, secret) || !strings.HasPrefix(got, "errno") {
-			t.Errorf("%s: the owner's key: %q", sb, got)
-		}
-		if got := probe(sb, "userns"); !strings.HasPrefix(got, "errno") {
-			t.Errorf("%s: nested user namespace: %q", sb, got)
-		}
-		if got := probe(sb, "tmpfill"); !strings.HasPrefix(got, "errno ENOSPC after ") {
-			t.Errorf("%s: /tmp fill: %q, want ENOSPC at the 64 MiB bound", sb, got)
-		} else if n := strings.Fields(got)[3]; n != "64" && n != "63" {
-			t.Errorf("%s: /tmp held %s MiB, want the 64 MiB bound", sb, n)
-		}
-		for _, p := range capsidSyscallProbes {
-			got := probe(sb, p)
-			if p == "i386_getpid" && (got == "killed bad system call" || got == "thread killed") {
-				// libseccomp's default for a foreign ABI (Podman's
-				// runtime) kills instead of failing the call.
-				t.Logf("%s: a foreign-ABI call: %s", sb, got)
-				continue
-			}
-			if got != "errno ENOSYS" {
-				t.Errorf("%s %s: %q, want ENOSYS from the filter (control: %q)", sb, p, got, control[p])
-			}
-		}
-		// This kernel has no x32 ABI (so no control can show it work);
-		// the filter must still refuse it, the way it refuses i386.
-		if got := probe(sb, "x32_getpid"); got != "errno ENOSYS" && got != "thread killed" && got != "killed bad system call" {
-			t.Errorf("%s x32 getpid: %q", sb, got)
-		}
-		// Terminal-safe relay of what the cell writes.
 		probe(sb, "emit")
 	}
 	waitFor(t, "both cells' escape sequences shown as text in the root's output", func() bool {
-		return strings.Count(log.String(), `capsid-emit \x1b]0;owned\x07\r[root] forged`) >= 2
+		return strings.Count(log.String(), capsidprobe.EmitLine) >= 2
 	})
-	if strings.Contains(log.String(), "\x1b]0;owned") || strings.Contains(log.String(), "\r[root]") {
+	if capsidprobe.RawEmit(log.String()) {
 		t.Error("a raw escape sequence or carriage return of a cell reached the root's output")
 	}
 
@@ -212,5 +120,80 @@ func TestCapsidHost(t *testing.T) {
 		s.Grow(testCtx(t), c) // it exits instead of serving: the grow fails
 		want := "[" + c + "] cprog static glibc ok"
 		waitFor(t, c+" printed its line", func() bool { return strings.Contains(log.String(), want) })
+	}
+}
+
+// TestCapsidMissingLayerRefused runs the root with a real bubblewrap behind
+// a wrapper whose --help hides --disable-userns, as a bubblewrap too old
+// for it would: a bwrap cell is refused unless its entry accepts exactly
+// that weakness, and the audit names what was missing. The filter still
+// stops nested user namespaces in the cell that runs.
+func TestCapsidMissingLayerRefused(t *testing.T) {
+	real, err := exec.LookPath("bwrap")
+	if err != nil {
+		t.Fatal("bubblewrap is not installed (apt-get install bubblewrap)")
+	}
+	grep, err := exec.LookPath("grep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(t.TempDir(), "bwrap")
+	script := "#!/bin/sh\nif [ \"$1\" = --help ]; then " + real + " --help | " + grep + " -v -e --disable-userns; exit 0; fi\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(old, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	isolatedRuntime(t)
+	log := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := cell.Start(ctx, cell.OwnerOptions{
+		Cellroot: filepath.Join(binDir(t), "cellroot"),
+		Allowlist: writeAllowlist(t, `
+version = 1
+
+[cell.strict]
+exec = "@BIN@/testcell"
+backend = "bwrap"
+
+[cell.wrongly]
+exec = "@BIN@/testcell"
+backend = "bwrap"
+accept_missing_layers = ["bounded_tmp"]
+
+[cell.accepting]
+exec = "@BIN@/testcell"
+backend = "bwrap"
+accept_missing_layers = ["userns_block"]
+`),
+		Args:   []string{"--log-format", "json", "--bwrap", old},
+		Stderr: io.MultiWriter(log, testutil.LogWriter(t)),
+	})
+	if err != nil {
+		t.Fatalf("start session: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	for _, name := range []string{"strict", "wrongly"} {
+		if _, err := s.Grow(testCtx(t), name); err == nil || !strings.Contains(err.Error(), "userns_block") {
+			t.Errorf("%s on a bwrap without --disable-userns: %v, want a denial naming userns_block", name, err)
+		}
+	}
+	if got := call(t, s, "accepting", "capsid", "userns"); !strings.HasPrefix(got, "errno") {
+		t.Errorf("accepting cell: nested user namespace: %q; the filter must still stop it", got)
+	}
+	if got := call(t, s, "accepting", "capsid", "seccomp"); got != "mode 2" {
+		t.Errorf("accepting cell: %s", got)
+	}
+	codes := map[string]string{}
+	for _, r := range auditRecords(log.String()) {
+		if r["event"] == "spawn" {
+			codes[fmt.Sprint(r["cell"])] = fmt.Sprint(r["code"], " ", r["missing_layers"])
+		}
+	}
+	want := map[string]string{"strict": "layers_missing <nil>", "wrongly": "layers_missing <nil>", "accepting": "ok userns_block"}
+	for c, w := range want {
+		if codes[c] != w {
+			t.Errorf("audit of %s: %q, want %q", c, codes[c], w)
+		}
 	}
 }
