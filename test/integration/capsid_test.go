@@ -36,6 +36,18 @@ backend = "bwrap"
 exec = "@BIN@/testcell"
 backend = "podman"
 
+[cell.capbwrapmem]
+exec = "@BIN@/testcell"
+backend = "bwrap"
+limits = { memory = "128M" }
+accept_unenforced_limits = true
+
+[cell.cappodmanmem]
+exec = "@BIN@/testcell"
+backend = "podman"
+limits = { memory = "128M" }
+accept_unenforced_limits = true
+
 [cell.cbwrap]
 exec = "@CPROG@"
 backend = "bwrap"
@@ -103,6 +115,19 @@ func TestCapsidHost(t *testing.T) {
 	probe := func(cellName, arg string) string { return call(t, s, cellName, "capsid", arg) }
 	sandboxes := []string{"capbwrap", "cappodman"}
 	capsidprobe.Check(t, probe, "ctl", sandboxes, desc, secret, capsidprobe.Options{KernelMayLack: true, TmpBoundMiB: 64})
+
+	// With a memory limit, /tmp is bounded by it (and counted in it where
+	// the limit is enforced); without, by the 64 MiB default.
+	for _, c := range []string{"capbwrapmem", "cappodmanmem"} {
+		if got := probe(c, "tmpsize"); got != "size 128 MiB" {
+			t.Errorf("%s with memory = 128M: /tmp %s", c, got)
+		}
+	}
+	for _, c := range sandboxes {
+		if got := probe(c, "tmpsize"); got != "size 64 MiB" {
+			t.Errorf("%s without limits: /tmp %s", c, got)
+		}
+	}
 
 	// Terminal-safe relay of what a cell writes.
 	for _, sb := range sandboxes {

@@ -142,6 +142,12 @@ func probe(name, param string) string {
 		return r
 	case "tmpfill":
 		return fillTmp()
+	case "tmpsize":
+		var st unix.Statfs_t
+		if err := unix.Statfs("/tmp", &st); err != nil {
+			return errnoText(err)
+		}
+		return fmt.Sprintf("size %d MiB", uint64(st.Blocks)*uint64(st.Bsize)>>20)
 	case "emit":
 		// Escape sequences and a carriage return for the owner's terminal:
 		// a window title, and a line made to look like the root's.
