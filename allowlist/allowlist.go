@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 
@@ -73,6 +74,11 @@ type Cell struct {
 	// AcceptUnenforcedLimits lets the cell run on a backend that cannot
 	// enforce Limits instead of being denied.
 	AcceptUnenforcedLimits bool
+	// AcceptMissingLayers names the capsid layers (docs/capsid.md) the cell
+	// may run without, on a backend that cannot apply them here, instead of
+	// being denied. Each missing layer must be named: accepting one
+	// accepts no other.
+	AcceptMissingLayers []capsid.Layer
 	// Source, when set, is the absolute dir of the cell's source in an app
 	// (cells/NAME, holding Cell.toml): Exec is then the root's build of it,
 	// and the root checks before each launch that Exec was built from the

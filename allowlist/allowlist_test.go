@@ -111,6 +111,9 @@ func TestParseErrors(t *testing.T) {
 		is   error  // when set, the error must wrap it
 	}{
 		{"syntax", "version = = 1\n", 1, "version", "expected value", nil},
+		{"unknown layer", eye + "accept_missing_layers = [\"seccomp\"]\n", 4, "cell.eye.accept_missing_layers", "unknown sandbox layer \"seccomp\"", nil},
+		{"layer twice", eye + "accept_missing_layers = [\"bounded_tmp\", \"bounded_tmp\"]\n", 4, "cell.eye.accept_missing_layers", "listed twice", nil},
+		{"layers not a list", eye + "accept_missing_layers = true\n", 4, "cell.eye.accept_missing_layers", "", nil},
 		{"missing version", "[session]\n", 0, "version", "missing", nil},
 		{"version 2", "version = 2\n", 1, "version", "unsupported version 2", nil},
 		{"version string", "version = \"1\"\n", 1, "version", "must be an integer, not a string", nil},

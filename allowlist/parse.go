@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/tomlpos"
 	"github.com/cellproject/cell/quota"
@@ -195,6 +196,21 @@ func (p *parser) cell(name string, t map[string]any) (Cell, bool) {
 	if v, ok := t["accept_unenforced_limits"]; ok {
 		c.AcceptUnenforcedLimits, _ = p.boolean(key("accept_unenforced_limits"), v)
 	}
+	if v, ok := t["accept_missing_layers"]; ok {
+		seen := map[capsid.Layer]bool{}
+		for _, s := range p.strings(key("accept_missing_layers"), v) {
+			l, err := capsid.ParseLayer(s)
+			switch {
+			case err != nil:
+				p.fail(key("accept_missing_layers"), err, "%v", err)
+			case seen[l]:
+				p.fail(key("accept_missing_layers"), nil, "%q is listed twice", s)
+			default:
+				seen[l] = true
+				c.AcceptMissingLayers = append(c.AcceptMissingLayers, l)
+			}
+		}
+	}
 	if v, ok := t["limits"]; ok {
 		if lt, ok := p.table(key("limits"), v); ok {
 			c.Limits = p.limits(key("limits"), lt)
@@ -303,7 +319,7 @@ func (p *parser) unknownKeys(keys []toml.Key) {
 
 var (
 	sessionKeys = []string{"max_cells", "max_depth"}
-	cellKeys    = []string{"exec", "args", "backend", "network", "spawn", "max_instances", "accept_unenforced_limits", "limits",
+	cellKeys    = []string{"exec", "args", "backend", "network", "spawn", "max_instances", "accept_unenforced_limits", "accept_missing_layers", "limits",
 		"source", "sha256", "source_sha256", "require_signature", "restart", "restart_limit", "restart_window"}
 	limitKeys = []string{"memory", "cpu", "pids"}
 )

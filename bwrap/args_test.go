@@ -46,7 +46,7 @@ func TestArgs(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := strings.Join(Args(tt.spec), " ")
+			got := strings.Join(Args(tt.spec, Options{}), " ")
 			if got != tt.want {
 				t.Errorf("Args =\n%s\nwant\n%s", got, tt.want)
 			}
@@ -56,6 +56,18 @@ func TestArgs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The capsid's options come before the mounts, --size right before the
+// /tmp tmpfs it bounds.
+func TestArgsLayers(t *testing.T) {
+	got := strings.Join(Args(cellspec.Spec{Exec: "/cell"}, Options{SeccompFD: 4, DisableUserns: true, TmpSize: 1 << 20}), " ")
+	want := "--unshare-all --unshare-user --disable-userns --assert-userns-disabled --seccomp 4 " +
+		"--die-with-parent --cap-drop ALL --hostname cell --proc /proc --dev /dev --size 1048576 --tmpfs /tmp " +
+		"--ro-bind /cell /cell --remount-ro /dev --remount-ro / --chdir /"
+	if got != want {
+		t.Fatalf("Args =\n%s\nwant\n%s", got, want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/cellproject/cell/internal/cellspec"
@@ -19,7 +20,7 @@ const DefaultPath = "bwrap"
 // sandbox.
 var ErrInvalidSpec = errors.New("bwrap: invalid spec")
 
-// Args returns bubblewrap's options for spec's sandbox: everything that goes
+// Args returns bubblewrap's options for spec's sandbox with layers o: everything that goes
 // before "--" and the cell's argv. It expects spec.Exec and spec.SessionDir
 // (if set) to be absolute and clean; [Backend.Launch] checks that.
 //
@@ -28,12 +29,16 @@ var ErrInvalidSpec = errors.New("bwrap: invalid spec")
 // CELL_TOKEN out of /proc/PID/cmdline, which every user on the host can read
 // (--setenv would put it there).
 //
+// o says which of the capsid's layers go in (see [Sandbox]); their options
+// come first, so that they precede everything that depends on them (--size
+// must come right before the /tmp --tmpfs).
+//
 // There is no --new-session: the process lifecycle starts bwrap in a new
 // session of its own, with no controlling terminal (which is what
 // --new-session protects against: TIOCSTI into the user's terminal), and
 // keeping the cell in bwrap's process group is what lets a graceful stop
 // reach it.
-func Args(spec cellspec.Spec) []string {
+func Args(spec cellspec.Spec, o Options) []string {
 	a := []string{
 		// --unshare-all only tries a user namespace; require one, so a
 		// machine without them fails loudly instead of sandboxing less.
@@ -42,14 +47,23 @@ func Args(spec cellspec.Spec) []string {
 	if spec.Network {
 		a = append(a, "--share-net")
 	}
+	if o.DisableUserns {
+		a = append(a, "--disable-userns", "--assert-userns-disabled")
+	}
+	if o.SeccompFD > 0 {
+		a = append(a, "--seccomp", strconv.Itoa(o.SeccompFD))
+	}
 	a = append(a,
 		"--die-with-parent",
 		"--cap-drop", "ALL",
 		"--hostname", "cell",
 		"--proc", "/proc",
 		"--dev", "/dev",
-		"--tmpfs", "/tmp",
 	)
+	if o.TmpSize > 0 {
+		a = append(a, "--size", strconv.FormatUint(o.TmpSize, 10))
+	}
+	a = append(a, "--tmpfs", "/tmp")
 
 	// bwrap's new root is an empty tmpfs. Create the parents of bound
 	// paths ourselves (mode 0755), except those inside a host directory
@@ -135,14 +149,21 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*process.Inst
 	if err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
-	args := append(Args(spec), "--", spec.Exec)
+	sb, err := Prepare(ctx, path, spec, 3)
+	if err != nil {
+		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
+	}
+	defer sb.Close()
+	args := append(sb.Args, "--", spec.Exec)
 	args = append(args, spec.Args...)
 	inst, err := b.proc.Start(ctx, process.Command{
-		Path:        path,
-		Args:        args,
-		Env:         spec.Env,
-		Output:      spec.Output,
-		SpareLeader: true,
+		Path:         path,
+		Args:         args,
+		Env:          spec.Env,
+		Output:       spec.Output,
+		SpareLeader:  true,
+		Files:        sb.Files,
+		FreshKeyring: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)

@@ -54,15 +54,22 @@ func Probe(ctx context.Context, bwrapPath string) error {
 
 	// The host root read-only underneath, so the dynamically linked bwrap
 	// can run inside; the cell's own options on top of it.
-	args := append([]string{"--ro-bind", "/", "/"}, Args(cellspec.Spec{Exec: path})...)
+	sb, err := Prepare(ctx, path, cellspec.Spec{Exec: path}, 3)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", path, err)
+	}
+	defer sb.Close()
+	args := append([]string{"--ro-bind", "/", "/"}, sb.Args...)
 	args = append(args, "--", path, "--version")
 	var out lockedBuffer
 	inst, err := process.New().Start(ctx, process.Command{
-		Path:        path,
-		Args:        args,
-		Env:         []string{},
-		Output:      &out,
-		SpareLeader: true,
+		Path:         path,
+		Args:         args,
+		Env:          []string{},
+		Output:       &out,
+		SpareLeader:  true,
+		Files:        sb.Files,
+		FreshKeyring: true,
 	})
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", path, err)

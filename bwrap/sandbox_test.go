@@ -447,7 +447,7 @@ func TestDieWithParent(t *testing.T) {
 	bw := requireBwrap(t)
 	var out testutil.SyncBuffer
 	spec := cellSpec(t, "sleep", &out)
-	cmd := exec.Command(bw, append(bwrap.Args(spec), "--", spec.Exec)...)
+	cmd := exec.Command(bw, append(bwrap.Args(spec, bwrap.Options{}), "--", spec.Exec)...)
 	cmd.Env = spec.Env
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

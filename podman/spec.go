@@ -1,14 +1,19 @@
 package podman
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/containers/podman/v5/pkg/specgen"
 	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
@@ -29,10 +34,6 @@ const (
 // cpuPeriod is the CFS period the CPU limit is expressed in (100 ms, the
 // kernel's default), so that quota/period is the number of cores.
 const cpuPeriod = 100000
-
-// tmpSize bounds the private /tmp tmpfs; without limits enforced it is the
-// only bound on what a cell can park in memory through /tmp.
-const tmpSize = "64m"
 
 // ContainerName is the name of the container running key in session. Names
 // carry the session id so that a leftover conmon or container is easy to
@@ -65,8 +66,10 @@ func Resources(l quota.Limits) *rspec.LinuxResources {
 	return r
 }
 
-// Spec builds the container for spec with root as its root directory. It
-// reads nothing from the host; base is the runtime dir for LabelBase.
+// Spec builds the container for spec with root as its root directory; base
+// is the runtime dir for LabelBase. It reads nothing from the host, and
+// writes one file: the capsid's seccomp profile, once per directory, beside
+// root in the backend's private dir (see profileFile).
 func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error) {
 	if !filepath.IsAbs(spec.Exec) || filepath.Clean(spec.Exec) != spec.Exec {
 		return nil, fmt.Errorf("%w: exec %q is not an absolute clean path", ErrInvalidSpec, spec.Exec)
@@ -107,6 +110,14 @@ func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error)
 	s.ReadWriteTmpfs = &no
 	s.CapDrop = []string{"all"}
 	s.NoNewPrivileges = &yes
+	// The capsid's policy instead of Podman's default profile, which
+	// allows keyctl and nested user namespaces (docs/capsid.md). The
+	// runtime gives every container a fresh session keyring.
+	profile, err := profileFile(filepath.Dir(root))
+	if err != nil {
+		return nil, err
+	}
+	s.SeccompProfilePath = profile
 	s.UserNS = specgen.Namespace{NSMode: specgen.KeepID}
 	// Podman's defaults, said explicitly: the container shares no pid, ipc
 	// or uts namespace with the host.
@@ -132,7 +143,7 @@ func Spec(spec cellspec.Spec, root, base string) (*specgen.SpecGenerator, error)
 
 	s.Mounts = []rspec.Mount{
 		{Type: "tmpfs", Source: "tmpfs", Destination: "/tmp",
-			Options: []string{"rw", "nosuid", "nodev", "noexec", "mode=1777", "size=" + tmpSize}},
+			Options: []string{"rw", "nosuid", "nodev", "noexec", "mode=1777", "size=" + strconv.FormatUint(capsid.TmpSize(spec.Limits), 10)}},
 		// Read-only, as in the bwrap sandbox: the root creates every file
 		// of the session dir, cells only connect to its sockets.
 		{Type: "bind", Source: spec.SessionDir, Destination: spec.SessionDir,
@@ -164,4 +175,47 @@ func mountPoints(spec cellspec.Spec) (dirs, files []string) {
 	sort.Strings(dirs)
 	files = []string{"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/passwd", "/etc/group", "/run/.containerenv", spec.Exec}
 	return dirs, files
+}
+
+// ProfileName is the capsid's seccomp profile in the backend's private dir.
+const ProfileName = "seccomp.json"
+
+// profiles remembers the dirs whose profile is written: the policy does not
+// change under a running root, so one write per dir serves every container.
+var profiles sync.Map // dir -> path
+
+// profileFile writes the capsid's OCI profile into dir (mode 0600; the dir
+// is the backend's private one, never mounted into a container, so no cell
+// can change it) once, and returns its path, which Podman reads when it
+// creates a container.
+func profileFile(dir string) (string, error) {
+	if p, ok := profiles.Load(dir); ok {
+		return p.(string), nil
+	}
+	prof, err := capsid.Profile()
+	if err != nil {
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	data, err := json.Marshal(prof)
+	if err != nil {
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	path := filepath.Join(dir, ProfileName)
+	tmp, err := os.CreateTemp(dir, ProfileName+".*")
+	if err != nil {
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("seccomp profile: %w", err)
+	}
+	profiles.Store(dir, path)
+	return path, nil
 }

@@ -1,11 +1,14 @@
 package podman
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/containers/podman/v5/pkg/specgen"
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
@@ -23,9 +26,19 @@ func testSpec() cellspec.Spec {
 }
 
 func TestSpecConfinement(t *testing.T) {
-	s, err := Spec(testSpec(), "/priv/root-1", "/run/user/1000/cell")
+	priv := t.TempDir()
+	root := priv + "/root-1"
+	s, err := Spec(testSpec(), root, "/run/user/1000/cell")
 	if err != nil {
 		t.Fatal(err)
+	}
+	prof, err := os.ReadFile(s.SeccompProfilePath)
+	if err != nil {
+		t.Fatalf("seccomp profile: %v", err)
+	}
+	var seccomp rspec.LinuxSeccomp
+	if err := json.Unmarshal(prof, &seccomp); err != nil {
+		t.Fatalf("seccomp profile: %v", err)
 	}
 	if err := s.Validate(); err != nil {
 		t.Fatalf("the spec does not validate: %v", err)
@@ -34,7 +47,10 @@ func TestSpecConfinement(t *testing.T) {
 		what string
 		ok   bool
 	}{
-		{"rootfs is the per-cell root", s.Rootfs == "/priv/root-1"},
+		{"rootfs is the per-cell root", s.Rootfs == root},
+		{"capsid profile in the private dir", s.SeccompProfilePath == priv+"/"+ProfileName},
+		{"profile: unknown calls fail with ENOSYS", seccomp.DefaultAction == rspec.ActErrno && seccomp.DefaultErrnoRet != nil && *seccomp.DefaultErrnoRet == 38},
+		{"/tmp bounded by the memory limit", slices.Contains(s.Mounts[0].Options, "size=67108864")},
 		{"no image", s.Image == ""},
 		{"command is exec and args", slices.Equal(s.Command, []string{"/opt/vision/bin/eye", "-v"})},
 		{"env is the spec's, split at the first =", len(s.Env) == 2 && s.Env["CELL_TOKEN"] == "a=b"},
@@ -76,9 +92,13 @@ func TestSpecNetworkAndUnenforcedLimits(t *testing.T) {
 	sp := testSpec()
 	sp.Network = true
 	sp.LimitsEnforced = false
-	s, err := Spec(sp, "/r", "/b")
+	sp.Limits.MemoryBytes = 0
+	s, err := Spec(sp, t.TempDir()+"/r", "/b")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Contains(s.Mounts[0].Options, "size=67108864") {
+		t.Errorf("/tmp without a memory limit: %v, want the default bound", s.Mounts[0].Options)
 	}
 	if s.NetNS.NSMode == specgen.NoNetwork {
 		t.Error("a cell granted network has none")

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 )
 
@@ -36,6 +37,10 @@ const (
 	// LimitsUnenforceable: the cell has limits, the backend cannot enforce
 	// them, and the allowlist does not accept that.
 	LimitsUnenforceable Code = "limits_unenforceable"
+	// LayersMissing: the backend cannot apply a layer of the capsid here
+	// (docs/capsid.md), and the cell's accept_missing_layers does not name
+	// it.
+	LayersMissing Code = "layers_missing"
 	// Unverified: policy allowed the cell, but the root's check of what
 	// would run (a pinned hash, a signature) failed. Decide never returns
 	// it; the supervisor does, after its vetting hook.
@@ -58,6 +63,9 @@ type Request struct {
 type Capability struct {
 	Available      bool
 	EnforcesLimits bool
+	// Missing lists the capsid layers this backend cannot apply here; nil
+	// when it applies all of them (or, for process, has no sandbox).
+	Missing []capsid.Layer
 	// Reason says why the backend is unavailable or does not enforce limits.
 	Reason string
 }
@@ -87,6 +95,9 @@ type Decision struct {
 	Spec cellspec.Spec
 	// Depth is the depth the new cell would have, RequesterDepth+1.
 	Depth int
+	// Missing lists the capsid layers the cell runs without, which its
+	// allowlist entry accepted; set only when Allow.
+	Missing []capsid.Layer
 }
 
 // autoOrder is the order Auto tries backends, strongest sandbox first.
@@ -98,7 +109,7 @@ var autoOrder = []cellspec.Backend{cellspec.Scope, cellspec.Podman, cellspec.Bwr
 // allowlist loaded, valid names, cell listed, spawn edge (the owner may
 // spawn any listed cell, a cell only those in its spawn list), depth, cells
 // in the session, instances of the cell, backend available, limits
-// enforceable. The order puts facts about the request before facts about
+// enforceable, every capsid layer applied or accepted as missing. The order puts facts about the request before facts about
 // the session, so the same request is denied the same way however busy the
 // session is.
 func Decide(req Request, al *allowlist.File, st State) Decision {
@@ -170,10 +181,28 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 			req.Name, backend, c.Limits, orUnknown(capa.Reason), al.Path)
 	}
 
+	if backend != cellspec.Process {
+		var refused []string
+		for _, l := range capa.Missing {
+			if !slices.Contains(c.AcceptMissingLayers, l) {
+				refused = append(refused, string(l))
+			}
+		}
+		if refused != nil {
+			return deny(LayersMissing,
+				"cell %q may not start: backend %s cannot apply %s here (%s); add them to accept_missing_layers of [cell.%s] in %s to run it without",
+				req.Name, backend, strings.Join(refused, ", "), orUnknown(capa.Reason), req.Name, al.Path)
+		}
+	}
+
 	d.Allow, d.Code = true, OK
 	d.Reason = fmt.Sprintf("%s may spawn cell %q: listed in %s, backend %s", who, req.Name, al.Path, backend)
 	if !enforced {
 		d.Reason += fmt.Sprintf(", limits (%s) not enforced (%s) as the allowlist accepts", c.Limits, orUnknown(capa.Reason))
+	}
+	if backend != cellspec.Process && len(capa.Missing) > 0 {
+		d.Missing = slices.Clone(capa.Missing)
+		d.Reason += fmt.Sprintf(", without %s as the allowlist accepts", layerList(capa.Missing))
 	}
 	d.Spec = cellspec.Spec{
 		Name: req.Name,
@@ -221,6 +250,23 @@ func AutoChoice(caps map[cellspec.Backend]Capability) (cellspec.Backend, string)
 		whys = append(whys, fmt.Sprintf("%s: %s", b, orUnknown(c.Reason)))
 	}
 	return cellspec.Auto, "no sandboxing backend is available (" + strings.Join(whys, "; ") + ")"
+}
+
+// MissingLayers is Missing comma-separated, as the audit records it.
+func (d Decision) MissingLayers() string {
+	s := make([]string, len(d.Missing))
+	for i, l := range d.Missing {
+		s[i] = string(l)
+	}
+	return strings.Join(s, ",")
+}
+
+func layerList(ls []capsid.Layer) string {
+	s := make([]string, len(ls))
+	for i, l := range ls {
+		s[i] = string(l)
+	}
+	return strings.Join(s, ", ")
 }
 
 func orUnknown(reason string) string {

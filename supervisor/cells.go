@@ -108,7 +108,7 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	}
 	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: who.key, Cell: req.Name, Key: key,
 		Allow: dec.Allow, Code: string(dec.Code), Reason: dec.Reason, Backend: string(dec.Spec.Backend),
-		Limits: dec.Spec.Limits.String()}
+		Limits: dec.Spec.Limits.String(), Missing: dec.MissingLayers()}
 	if joined {
 		ev.Reason = "already running: " + dec.Reason
 		s.mu.Lock()

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/internal/audit"
 	"github.com/cellproject/cell/internal/backends"
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/policy"
@@ -28,8 +31,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprint(stderr, `Usage: cellroot doctor [flags]
 
 Reports what this machine can do for Cell: the runtime dir, the allowlist,
-each backend (available or not, and whether it can enforce resource limits,
-with the reason) and where the audit goes. Exits 1 when the allowlist exists
+each backend (available or not, whether it can enforce resource limits,
+with the reason, and which layers of the sandbox it applies here: see
+docs/capsid.md) and where the audit goes. Exits 1 when the allowlist exists
 but is invalid or no sandboxing backend is available.
 
 Flags:
@@ -91,6 +95,9 @@ Flags:
 			sandboxed = sandboxed || cellspec.Backend(b) != cellspec.Process
 		}
 		fmt.Fprintf(stdout, "backend %-8s %s: %s\n", b, status, c.Reason)
+		if c.Available {
+			fmt.Fprintf(stdout, "               layers: %s\n", layerReport(cellspec.Backend(b), c))
+		}
 		if cellspec.Backend(b) == cellspec.Podman && c.Available {
 			fmt.Fprintf(stdout, "               podman service: %s\n", caps.Podman)
 			if !c.EnforcesLimits {
@@ -113,4 +120,24 @@ Flags:
 		fmt.Fprintln(stdout, "audit:       structured log on stderr and the systemd journal")
 	}
 	return code
+}
+
+// layerReport says which capsid layers backend b applies here, and limits.
+func layerReport(b cellspec.Backend, c policy.Capability) string {
+	if b == cellspec.Process {
+		return "none: no sandbox (only for cells the allowlist trusts)"
+	}
+	var parts []string
+	for _, l := range capsid.Layers {
+		state := "yes"
+		if slices.Contains(c.Missing, l) {
+			state = "MISSING (a cell runs here only if its accept_missing_layers names it)"
+		}
+		parts = append(parts, string(l)+" "+state)
+	}
+	limits := "yes"
+	if !c.EnforcesLimits {
+		limits = "no"
+	}
+	return strings.Join(append(parts, "limits "+limits), ", ")
 }

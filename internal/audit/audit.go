@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/internal/termsafe"
 )
 
 // Event kinds.
@@ -35,6 +37,10 @@ type Event struct {
 	ID string
 	// ExitStatus says how the cell ended, for exit events.
 	ExitStatus string
+	// Missing names the sandbox layers the backend could not apply and the
+	// allowlist accepted, comma-separated (see docs/capsid.md); empty when
+	// every layer applies.
+	Missing string
 }
 
 // Sink takes events. Record must not panic, must return promptly, and must
@@ -54,8 +60,24 @@ type field struct {
 	journal, zap, value string
 }
 
+// maxField bounds one field of a record; reasons are a sentence or two.
+const maxField = 2048
+
+// safe returns e with every string terminal-safe and bounded
+// (termsafe.String): requests carry strings a cell chose (a name that
+// failed validation, quoted into the reason), and a record must not be able
+// to drive the terminal of whoever reads the log, or forge a line of it.
+func safe(e Event) Event {
+	for _, p := range []*string{&e.Kind, &e.Session, &e.Requester, &e.Cell, &e.Key, &e.Code, &e.Reason,
+		&e.Backend, &e.Limits, &e.ID, &e.ExitStatus, &e.Missing} {
+		*p = termsafe.String(*p, maxField)
+	}
+	return e
+}
+
 // fields maps e to the record fields shared by every sink, in a fixed order.
 func fields(e Event) []field {
+	e = safe(e)
 	fs := make([]field, 0, 12)
 	add := func(journal, zap, value string) {
 		if value != "" {
@@ -80,6 +102,7 @@ func fields(e Event) []field {
 	add("CELL_LIMITS", "limits", e.Limits)
 	add("CELL_ID", "id", e.ID)
 	add("CELL_EXIT_STATUS", "exit_status", e.ExitStatus)
+	add("CELL_MISSING_LAYERS", "missing_layers", e.Missing)
 	return fs
 }
 
@@ -94,6 +117,7 @@ func denied(e Event) bool { return e.Code != "" && !e.Allow }
 
 // summary is the one-line human message of e.
 func summary(e Event) string {
+	e = safe(e)
 	name := e.Key
 	if name == "" {
 		name = e.Cell

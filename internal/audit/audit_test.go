@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,5 +195,21 @@ func TestMulti(t *testing.T) {
 	Multi(NewZap(zap.New(c1)), NewZap(zap.New(c2))).Record(allowed)
 	if l1.Len() != 1 || l2.Len() != 1 {
 		t.Errorf("entries %d and %d, want 1 each", l1.Len(), l2.Len())
+	}
+}
+
+// A cell-chosen string cannot put control characters into a record or its
+// message.
+func TestRecordsAreTerminalSafe(t *testing.T) {
+	e := Event{Kind: KindSpawn, Code: "bad_name", Reason: "asked for \"\x1b[2J\rforged\"\nline", Key: "k\x07"}
+	for _, f := range fields(e) {
+		for _, r := range f.value {
+			if r < 0x20 && r != '\t' {
+				t.Fatalf("field %s keeps control %U: %q", f.journal, r, f.value)
+			}
+		}
+	}
+	if s := summary(e); strings.ContainsAny(s, "\x1b\r\n\x07") {
+		t.Fatalf("summary keeps controls: %q", s)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/cellproject/cell/bwrap"
+	"github.com/cellproject/cell/internal/capsid"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/policy"
 )
@@ -52,9 +53,18 @@ func Detect(ctx context.Context, opts Options) Report {
 		return r
 	}
 	r.BwrapPath = path
-	r.Capabilities[cellspec.Bwrap] = policy.Capability{Available: true,
+	missing := BwrapMissing(ctx, path)
+	r.Capabilities[cellspec.Bwrap] = policy.Capability{Available: true, Missing: missing,
 		Reason: "namespaces only: bubblewrap alone cannot enforce memory, CPU or pids limits"}
 	r.Capabilities[cellspec.Scope] = detectScope(ctx, opts.Scope)
+	if c := r.Capabilities[cellspec.Scope]; c.Available {
+		c.Missing = missing
+		r.Capabilities[cellspec.Scope] = c
+	}
+	if c := r.Capabilities[cellspec.Podman]; c.Available {
+		c.Missing = PodmanMissing()
+		r.Capabilities[cellspec.Podman] = c
+	}
 	return r
 }
 
@@ -91,4 +101,22 @@ func detectPodman(ctx context.Context, probe func(context.Context) error) policy
 // cgroup v1 or a hybrid hierarchy rootless limits are silently ignored.
 func RootlessLimits() (bool, string) {
 	return rootlessLimits(os.Getuid())
+}
+
+// BwrapMissing lists the capsid layers a sandbox of the bubblewrap at path
+// cannot apply (the bwrap and scope backends): an option it does not know,
+// or a filter the policy cannot be compiled into here.
+func BwrapMissing(ctx context.Context, path string) []capsid.Layer {
+	return bwrap.FeaturesOf(ctx, path).Missing()
+}
+
+// PodmanMissing lists the capsid layers the podman backend cannot apply: the
+// profile carries the filter and the user namespace block, so both go when
+// the policy has no rendering for this architecture. The runtime always
+// makes a fresh session keyring, and the /tmp bound is a mount option.
+func PodmanMissing() []capsid.Layer {
+	if _, err := capsid.Profile(); err != nil {
+		return []capsid.Layer{capsid.Filter, capsid.UsernsBlock}
+	}
+	return nil
 }

@@ -47,6 +47,12 @@ type Command struct {
 	// Files are passed to the child as descriptors 3, 4, ...; the caller
 	// closes its copies once Start returns.
 	Files []*os.File
+	// FreshKeyring starts the child with a new, empty, anonymous session
+	// keyring instead of the root's: kernel keyrings are not namespaced, so
+	// a sandbox would otherwise reach every key the owner's login put in
+	// its session keyring. Only the forking thread changes keyring (see
+	// Instance.run); the root's other threads keep theirs.
+	FreshKeyring bool
 }
 
 // Backend launches cells as plain child processes.
@@ -103,7 +109,7 @@ func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
 		spareLeader: c.SpareLeader,
 	}
 	started := make(chan error, 1)
-	go in.run(cmd, started)
+	go in.run(cmd, c.FreshKeyring, started)
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
@@ -139,8 +145,18 @@ type Instance struct {
 // the wait for the child's whole life keeps the forking thread alive exactly
 // as long as the child needs it; the thread ends only after the reap, when
 // the death signal has nothing left to hit.
-func (in *Instance) run(cmd *exec.Cmd, started chan<- error) {
+//
+// The same holds for a fresh keyring: the session keyring is a credential of
+// the thread, so joining a new one on this locked thread just before the
+// fork gives it to the child only, and it ends with the thread.
+func (in *Instance) run(cmd *exec.Cmd, freshKeyring bool, started chan<- error) {
 	runtime.LockOSThread()
+	if freshKeyring {
+		if err := joinNewSessionKeyring(); err != nil {
+			started <- err
+			return
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		started <- err
 		return

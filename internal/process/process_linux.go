@@ -26,6 +26,16 @@ func sysProcAttr() *syscall.SysProcAttr {
 	}
 }
 
+// joinNewSessionKeyring gives the calling thread a new anonymous session
+// keyring. unix.KeyctlJoinSessionKeyring cannot: it passes a name, and the
+// kernel rejects an empty one; only a NULL name means "anonymous".
+func joinNewSessionKeyring() error {
+	if _, _, e := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); e != 0 {
+		return fmt.Errorf("join a new session keyring: %w", e)
+	}
+	return nil
+}
+
 // waitExit blocks until pid has exited, leaving it unreaped (WNOWAIT) so its
 // pid, and with it the group id, stays allocated.
 func waitExit(pid int) {

@@ -14,3 +14,5 @@ func waitExit(pid int) {}
 func killGroup(pgid int, sig syscall.Signal) error { return ErrUnsupported }
 
 func signalMembers(pgid int, sig syscall.Signal) error { return ErrUnsupported }
+
+func joinNewSessionKeyring() error { return ErrUnsupported }

@@ -44,6 +44,9 @@ func helper(mode string) int {
 			fmt.Printf("env=%s\n", kv)
 		}
 		return 0
+	case "keyring":
+		fmt.Println(readTestKey())
+		return 0
 	case "exit3":
 		return 3
 	case "sleep":

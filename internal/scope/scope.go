@@ -93,15 +93,23 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}
 	defer w.Close()
-	args := append([]string{GateCommand, "--", b.opts.Bwrap}, bwrap.Args(spec)...)
+	// The gate is fd 3; bubblewrap's own descriptors (the filter) follow.
+	sb, err := bwrap.Prepare(ctx, b.opts.Bwrap, spec, gateFD+1)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
+	}
+	defer sb.Close()
+	args := append([]string{GateCommand, "--", b.opts.Bwrap}, sb.Args...)
 	args = append(append(args, "--", spec.Exec), spec.Args...)
 	inst, err := b.procs.Start(ctx, process.Command{
-		Path:        b.opts.Gate,
-		Args:        args,
-		Env:         spec.Env,
-		Output:      spec.Output,
-		SpareLeader: true,
-		Files:       []*os.File{r},
+		Path:         b.opts.Gate,
+		Args:         args,
+		Env:          spec.Env,
+		Output:       spec.Output,
+		SpareLeader:  true,
+		Files:        append([]*os.File{r}, sb.Files...),
+		FreshKeyring: true,
 	})
 	r.Close()
 	if err != nil {

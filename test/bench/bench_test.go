@@ -138,7 +138,7 @@ func BenchmarkCLIPodmanRun(b *testing.B) {
 func BenchmarkCLIBwrap(b *testing.B) {
 	exe := filepath.Join(binDir(b), "testcell")
 	dir := b.TempDir()
-	args := append(bwrap.Args(cellspec.Spec{Exec: exe, SessionDir: dir}), "--", exe)
+	args := append(bwrap.Args(cellspec.Spec{Exec: exe, SessionDir: dir}, bwrap.Options{}), "--", exe)
 	// The backend binds the umbilical socket too: give it a file to bind.
 	os.WriteFile(filepath.Join(dir, "umbilical.sock"), nil, 0o600)
 	b.ResetTimer()

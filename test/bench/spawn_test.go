@@ -22,7 +22,9 @@ import (
 func BenchmarkCLIBwrapReady(b *testing.B) {
 	exe := filepath.Join(binDir(b), "testcell")
 	dir := b.TempDir()
-	args := bwrap.Args(cellspec.Spec{Exec: exe, SessionDir: dir})
+	// No seccomp filter or userns block: the bare tool as a hand-written
+	// script would run it.
+	args := bwrap.Args(cellspec.Spec{Exec: exe, SessionDir: dir}, bwrap.Options{})
 	// The bare tool has no root to bind the socket for the cell: its dir
 	// must be writable, as cells' session dirs were before root-owned
 	// listeners.

@@ -1,3 +1,5 @@
+//go:build integration || vmlab
+
 package integration
 
 import (
