@@ -9,12 +9,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/cellproject/cell/internal/scope"
 )
 
-const usage = `cellroot: the per-user session root of Cell.
+const usageText = `cellroot: the per-user session root of Cell.
 
 An app (the owner) starts "cellroot serve" through the Cell SDK; the root lives
 exactly as long as the owner's umbilical connection. Cells ask it to spawn other
@@ -23,18 +24,7 @@ sandboxed, audits the decision and, when the owner goes, stops every cell and
 removes the session's files.
 
 Usage:
-  cellroot serve   (--umbilical-fd N | --listen PATH) [flags]   run a session root
-  cellroot run     [flags] APPDIR                              build an app's cells and run them until a signal
-  cellroot build   [flags] APPDIR                              build an app's cells into the cache
-  cellroot upgrade [--build APPDIR] CELL                       replace a running cell without downtime (owner only)
-  cellroot allow   [--yes] [--revoke] [--pin] [--require-signature] APPDIR
-                                                               review what an app's cells ask for and grant it
-  cellroot keygen  [--trust] NAME                              make an ed25519 key for signing cells
-  cellroot sign    --key FILE PATH...                          sign cells' source trees or binaries
-  cellroot ps      [--json]                                    show the user's sessions and their cells
-  cellroot doctor                                              say what this machine can enforce
-  cellroot help    [COMMAND]                                   show help
-
+%s
 Files:
   allowlist  --allowlist, else $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml
              (~/.config/cell/allowlist.toml); missing means every spawn is denied
@@ -60,39 +50,74 @@ func main() {
 	os.Exit(code)
 }
 
+// stdio is what a subcommand reads and writes.
+type stdio struct {
+	in          io.Reader
+	out, errOut io.Writer
+}
+
+// command is one subcommand: its synopsis for the usage, and its run,
+// which parses its own flags and wires packages.
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, args []string, io stdio) int
+}
+
+// commands is the whole CLI, in the order the usage lists it.
+var commands = []command{
+	{"serve", "(--umbilical-fd N | --listen PATH) [flags]", "run a session root",
+		func(ctx context.Context, a []string, io stdio) int { return runServe(ctx, a, io.errOut) }},
+	{"run", "[flags] APPDIR", "build an app's cells and run them until a signal",
+		func(ctx context.Context, a []string, io stdio) int { return runRun(ctx, a, io.out, io.errOut) }},
+	{"build", "[flags] APPDIR", "build an app's cells into the cache",
+		func(ctx context.Context, a []string, io stdio) int { return runBuild(ctx, a, io.out, io.errOut) }},
+	{"upgrade", "[--build APPDIR] CELL", "replace a running cell without downtime (owner only)",
+		func(ctx context.Context, a []string, io stdio) int { return runUpgrade(ctx, a, io.out, io.errOut) }},
+	{"allow", "[--yes] [--revoke] [--pin] [--require-signature] APPDIR", "review what an app's cells ask for and grant it",
+		func(ctx context.Context, a []string, io stdio) int { return runAllow(ctx, a, io.in, io.out, io.errOut) }},
+	{"keygen", "[--trust] NAME", "make an ed25519 key for signing cells",
+		func(ctx context.Context, a []string, io stdio) int { return runKeygen(ctx, a, io.out, io.errOut) }},
+	{"sign", "--key FILE PATH...", "sign cells' source trees or binaries",
+		func(ctx context.Context, a []string, io stdio) int { return runSign(ctx, a, io.out, io.errOut) }},
+	{"ps", "[--json]", "show the user's sessions and their cells",
+		func(ctx context.Context, a []string, io stdio) int { return runPs(ctx, a, io.out, io.errOut) }},
+	{"doctor", "", "say what this machine can enforce",
+		func(ctx context.Context, a []string, io stdio) int { return runDoctor(ctx, a, io.out, io.errOut) }},
+}
+
+// usage lists the commands of the table under the text around them.
+func usage() string {
+	var b strings.Builder
+	for _, c := range append(commands, command{name: "help", args: "[COMMAND]", summary: "show help"}) {
+		line := fmt.Sprintf("  cellroot %-8s %s", c.name, c.args)
+		if len(line) >= 62 {
+			fmt.Fprintf(&b, "%s\n%-63s%s\n", line, "", c.summary)
+		} else {
+			fmt.Fprintf(&b, "%-63s%s\n", line, c.summary)
+		}
+	}
+	return fmt.Sprintf(usageText, b.String())
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return runServe(ctx, rest, stderr)
-	case "run":
-		return runRun(ctx, rest, stdout, stderr)
-	case "build":
-		return runBuild(ctx, rest, stdout, stderr)
-	case "upgrade":
-		return runUpgrade(ctx, rest, stdout, stderr)
-	case "allow":
-		return runAllow(ctx, rest, os.Stdin, stdout, stderr)
-	case "keygen":
-		return runKeygen(ctx, rest, stdout, stderr)
-	case "sign":
-		return runSign(ctx, rest, stdout, stderr)
-	case "ps":
-		return runPs(ctx, rest, stdout, stderr)
-	case "doctor":
-		return runDoctor(ctx, rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "--help":
 		if len(rest) == 1 && rest[0] != "help" {
 			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
 		}
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
-	default:
-		fmt.Fprintf(stderr, "cellroot: unknown command %q\n\n%s", cmd, usage)
-		return 2
 	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, rest, stdio{in: os.Stdin, out: stdout, errOut: stderr})
+		}
+	}
+	fmt.Fprintf(stderr, "cellroot: unknown command %q\n\n%s", name, usage())
+	return 2
 }
