@@ -134,6 +134,12 @@ func Serve(ctx context.Context, h Handler, opts ServeOptions) error {
 	gone, stopWatch, err := watchUmbilical(ctx, s)
 	if err != nil {
 		ln.Close()
+		if ctx.Err() != nil {
+			// Stopped while starting: the socket may already have taken
+			// connections, which closing the listener ends, as a stop does.
+			log.Info("serve stopping", "why", "context ended")
+			return nil
+		}
 		return fmt.Errorf("serve %s: watch umbilical: %w", key, err)
 	}
 	defer stopWatch()

@@ -577,16 +577,20 @@ func TestAbuseKeyTooLongForSocket(t *testing.T) {
 	}
 }
 
-// Finding 8: what a cell leaves in the session dir, whatever its modes, is
-// removed at teardown and by the next root after a SIGKILL.
+// Finding 8: what is left in the session dir, whatever its modes, is
+// removed at teardown and by the next root after a SIGKILL. A sandboxed
+// cell can no longer write there (the session dir is read-only inside every
+// sandbox, which the probe checks first); a process of the user outside
+// the sandbox still can, so the test leaves the litter itself.
 func TestAbuseSessionDirLitter(t *testing.T) {
 	for _, kill := range []bool{false, true} {
 		t.Run(map[bool]string{false: "teardown", true: "root killed"}[kill], func(t *testing.T) {
 			s, _ := startSession(t, testAllowlist)
 			base := filepath.Dir(s.Dir())
-			if got := call(t, s, "probe", "litter", "junk"); got != "ok" {
-				t.Fatalf("litter: %s", got)
+			if got := call(t, s, "probe", "litter", "junk"); !strings.Contains(got, "read-only file system") {
+				t.Fatalf("a sandboxed cell littering the session dir: %s, want a read-only file system error", got)
 			}
+			litter(t, filepath.Join(s.Dir(), "junk"))
 			// The control: the litter resists plain removal.
 			if err := os.Remove(filepath.Join(s.Dir(), "junk", "f")); !errors.Is(err, os.ErrPermission) {
 				t.Fatalf("removing the litter's file: %v, want a permission error (the control shows nothing)", err)
@@ -619,5 +623,23 @@ func TestAbuseSequentialRate(t *testing.T) {
 		if _, err := o.List(ctx); err != nil {
 			t.Fatalf("sequential request %d at 40/s: %v", i, err)
 		}
+	}
+}
+
+// litter leaves at dir what no cleanup may trip on: a dir of mode 0500
+// holding a file of mode 0400 and a dir of mode 0.
+func litter(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "locked"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "locked"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
 	}
 }
