@@ -21,9 +21,12 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v newuidmap >/dev/null 2>&1 || missing+=(uidmap)
 command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
-# The capsid tests prove a static C program (glibc) runs in every sandbox.
-command -v gcc >/dev/null 2>&1 || missing+=(gcc)
-[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+# The tests ("deps.sh test") prove that a static C program (glibc) runs in
+# every sandbox; the demo needs no C compiler.
+if [ "${1:-}" = test ]; then
+	command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+	[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+fi
 if ! command -v go >/dev/null 2>&1; then
 	echo "Go is not on PATH: install Go 1.26 or newer (https://go.dev/doc/install), put its bin dir on PATH (for example export PATH=\$PATH:/usr/local/go/bin) and retry." >&2
 	exit 1

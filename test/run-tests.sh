@@ -23,7 +23,7 @@ done
 # this script builds (plain `go test ./...` leaves them out).
 export GOFLAGS="${goflags# } -tags=$GO_TAGS,integration"
 
-bash "$repo/test/deps.sh"
+bash "$repo/test/deps.sh" test
 
 if [ "$(id -u)" = 0 ]; then
 	if ! id "$user" >/dev/null 2>&1; then
