@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/cellproject/cell/cell"
 
 	"github.com/cellproject/cell/internal/testutil"
+	"github.com/cellproject/cell/internal/testutil/harness"
 )
 
 // testAllowlist is the allowlist most tests run under; @BIN@ is the binary dir.
@@ -70,15 +70,7 @@ backend = "bwrap"
 // binDir is where run-tests.sh put the binaries under test.
 func binDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("CELL_TEST_BIN")
-	if dir == "" {
-		t.Fatal("CELL_TEST_BIN is unset: run the integration tests through `make test` (test/run-tests.sh), which builds cellroot, the examples and the test cells")
-	}
-	for _, b := range []string{"cellroot", "testcell", "brain", "eye", "retina", "cone"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Fatalf("binary under test missing: %v", err)
-		}
-	}
+	dir := harness.BinDir(t, "cellroot", "testcell", "brain", "eye", "retina", "cone")
 	if _, err := exec.LookPath("bwrap"); err != nil {
 		t.Fatal("bubblewrap is not installed (apt-get install bubblewrap): these tests prove the bwrap sandbox and cannot run without it")
 	}
@@ -103,12 +95,8 @@ func isolatedRuntime(t *testing.T) string {
 
 func writeAllowlist(t *testing.T, text string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "allowlist.toml")
-	text = strings.ReplaceAll(text, "@BIN@", binDir(t))
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	binDir(t)
+	return harness.WriteAllowlist(t, filepath.Join(t.TempDir(), "allowlist.toml"), text)
 }
 
 // startSession starts a real cellroot as this test's owner.
@@ -121,20 +109,8 @@ func startSession(t *testing.T, allowlistText string) (*cell.Session, *testutil.
 // startSessionIn starts a session in the runtime dir the test already set.
 func startSessionIn(t *testing.T, allowlistText string) (*cell.Session, *testutil.SyncBuffer) {
 	t.Helper()
-	log := &testutil.SyncBuffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s, err := cell.Start(ctx, cell.OwnerOptions{
-		Cellroot:  filepath.Join(binDir(t), "cellroot"),
-		Allowlist: writeAllowlist(t, allowlistText),
-		Args:      []string{"--log-format", "json"},
-		Stderr:    io.MultiWriter(log, testutil.LogWriter(t)),
-	})
-	if err != nil {
-		t.Fatalf("start session: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, log
+	binDir(t)
+	return harness.StartSession(t, 20*time.Second, allowlistText)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -146,17 +122,11 @@ func testCtx(t *testing.T) context.Context {
 // call grows name and calls method on it.
 func call(t *testing.T, s *cell.Session, name, method, arg string) string {
 	t.Helper()
-	ctx := testCtx(t)
-	conn, err := s.Grow(ctx, name)
-	if err != nil {
-		t.Fatalf("grow %s: %v", name, err)
-	}
-	defer conn.Close()
-	out, err := conn.Call(ctx, method, []byte(arg))
+	out, err := harness.Call(testCtx(t), t, s, name, method, arg)
 	if err != nil {
 		t.Fatalf("%s.%s(%q): %v", name, method, arg, err)
 	}
-	return string(out)
+	return out
 }
 
 // procInfo is what /proc tells of one process.

@@ -8,10 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,21 +17,12 @@ import (
 	"github.com/cellproject/cell/cell"
 
 	"github.com/cellproject/cell/internal/testutil"
+	"github.com/cellproject/cell/internal/testutil/harness"
 )
 
 func binDir(t *testing.T) string {
 	t.Helper()
-	extra := os.Getenv("CELL_VMLAB_EXTRA")
-	if extra == "" {
-		t.Fatal("CELL_VMLAB_EXTRA is unset: run these tests with make integration-vm")
-	}
-	dir := filepath.Join(extra, "bin")
-	for _, b := range []string{"cellroot", "testcell"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Fatalf("binary under test missing: %v", err)
-		}
-	}
-	return dir
+	return harness.BinDir(t, "cellroot", "testcell")
 }
 
 func testCtx(t *testing.T, limit time.Duration) context.Context {
@@ -44,43 +33,20 @@ func testCtx(t *testing.T, limit time.Duration) context.Context {
 
 func writeAllowlist(t *testing.T, path, text string) string {
 	t.Helper()
-	text = strings.ReplaceAll(text, "@BIN@", binDir(t))
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	binDir(t)
+	return harness.WriteAllowlist(t, path, text)
 }
 
 // startSession execs a root for this test with the given allowlist.
 func startSession(t *testing.T, allowlistText string) (*cell.Session, *testutil.SyncBuffer) {
 	t.Helper()
-	log := &testutil.SyncBuffer{}
-	s, err := cell.Start(testCtx(t, 2*time.Minute), cell.OwnerOptions{
-		Cellroot:  filepath.Join(binDir(t), "cellroot"),
-		Allowlist: writeAllowlist(t, filepath.Join(t.TempDir(), "allowlist.toml"), allowlistText),
-		Args:      []string{"--log-format", "json", "--ready-timeout", testutil.Scaled(t, 90*time.Second).String()},
-		Stderr:    io.MultiWriter(log, testutil.LogWriter(t)),
-	})
-	if err != nil {
-		t.Fatalf("start session: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, log
+	binDir(t)
+	return harness.StartSession(t, 2*time.Minute, allowlistText, "--ready-timeout", testutil.Scaled(t, 90*time.Second).String())
 }
 
 func call(t *testing.T, s *cell.Session, name, method, arg string) (string, error) {
 	t.Helper()
-	ctx := testCtx(t, 3*time.Minute)
-	conn, err := s.Grow(ctx, name)
-	if err != nil {
-		t.Fatalf("grow %s: %v", name, err)
-	}
-	defer conn.Close()
-	out, err := conn.Call(ctx, method, []byte(arg))
-	return string(out), err
+	return harness.Call(testCtx(t, 3*time.Minute), t, s, name, method, arg)
 }
 
 // systemctl runs systemctl --user and returns its output.
