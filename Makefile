@@ -17,7 +17,7 @@ deps:
 
 # Static binaries: cellroot, the example app and its cells.
 build: deps
-	$(GO) build -o $(BIN)/ ./cmd/cellroot ./examples/...
+	$(GO) build -o $(BIN)/ ./cmd/cellroot ./cmd/cellroot-podman ./examples/...
 
 vet:
 	$(GO) vet ./...
@@ -50,7 +50,7 @@ fuzz:
 VMLAB_EXTRA ?= $(BIN)/vmlab-extra
 integration-vm:
 	rm -rf $(VMLAB_EXTRA) && mkdir -p $(VMLAB_EXTRA)/bin $(VMLAB_EXTRA)/deploy
-	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./examples/... ./test/integration/cells/...
+	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./cmd/cellroot-podman ./examples/... ./test/integration/cells/...
 	cp deploy/systemd/cellroot.socket deploy/systemd/cellroot@.service $(VMLAB_EXTRA)/deploy/
 	cp examples/allowlist.toml.in $(VMLAB_EXTRA)/
 	VMLAB_EXTRA=$(abspath $(VMLAB_EXTRA)) bash test/vmlab/run.sh
@@ -59,6 +59,7 @@ integration-vm:
 # (deploy/systemd); undo with `make uninstall-user`.
 install-user: build
 	install -D -m 0755 $(BIN)/cellroot $(HOME)/.local/bin/cellroot
+	install -D -m 0755 $(BIN)/cellroot-podman $(HOME)/.local/bin/cellroot-podman
 	install -D -m 0644 deploy/systemd/cellroot.socket $(HOME)/.config/systemd/user/cellroot.socket
 	install -D -m 0644 deploy/systemd/cellroot@.service $(HOME)/.config/systemd/user/cellroot@.service
 	systemctl --user daemon-reload
@@ -66,7 +67,7 @@ install-user: build
 
 uninstall-user:
 	-systemctl --user disable --now cellroot.socket
-	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot
+	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot $(HOME)/.local/bin/cellroot-podman
 	-systemctl --user daemon-reload
 
 clean:
