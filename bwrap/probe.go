@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/process"
 )
 
@@ -53,9 +52,8 @@ func Probe(ctx context.Context, bwrapPath string) error {
 	}
 
 	// The host root read-only underneath, so the dynamically linked bwrap
-	// can run inside; the cell's own options on top of it.
-	args := append([]string{"--ro-bind", "/", "/"}, Args(cellspec.Spec{Exec: path})...)
-	args = append(args, "--", path, "--version")
+	// can run inside; the cell's own options on top of it (probeArgs).
+	args := probeArgs(path)
 	var out lockedBuffer
 	inst, err := process.New().Start(ctx, process.Command{
 		Path:        path,

@@ -69,7 +69,7 @@ func Open(ctx context.Context, o Options) *Set {
 		o.Log = zap.NewNop()
 	}
 	s := &Set{Backends: map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}}
-	hopts := hostcap.Options{Bwrap: o.Bwrap, Scope: s.openScope(o)}
+	hopts := hostcap.Options{Bwrap: o.Bwrap, ProbeCache: o.Base, Scope: s.openScope(o)}
 	if o.WantPodman {
 		hopts.Podman = s.openPodman(o)
 	}

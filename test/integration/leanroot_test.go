@@ -187,3 +187,7 @@ func TestLeanRootWithoutUsableHelper(t *testing.T) {
 		})
 	}
 }
+
+// isHostCache tells the root's cache of what it learnt about the host (the
+// bubblewrap probe), which outlives sessions on purpose, from their leftovers.
+func isHostCache(e os.DirEntry) bool { return e.Name() == ".bwrap-probe" }
