@@ -17,7 +17,7 @@ deps:
 
 # Static binaries: cellroot, the example app and its cells.
 build: deps
-	$(GO) build -o $(BIN)/ ./cmd/cellroot ./examples/...
+	$(GO) build -o $(BIN)/ ./cmd/cellroot ./cmd/cellroot-podman ./examples/...
 
 # go vet of every build (plain, integration, VM lab) and a tidy go.mod.
 vet:
@@ -54,7 +54,7 @@ fuzz:
 VMLAB_EXTRA ?= $(BIN)/vmlab-extra
 integration-vm:
 	rm -rf $(VMLAB_EXTRA) && mkdir -p $(VMLAB_EXTRA)/bin $(VMLAB_EXTRA)/deploy
-	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./examples/... ./test/integration/cells/...
+	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./cmd/cellroot-podman ./examples/... ./test/integration/cells/...
 	cp deploy/systemd/cellroot.socket deploy/systemd/cellroot@.service $(VMLAB_EXTRA)/deploy/
 	cp examples/allowlist.toml.in $(VMLAB_EXTRA)/
 	VMLAB_EXTRA=$(abspath $(VMLAB_EXTRA)) bash test/vmlab/run.sh
@@ -63,6 +63,7 @@ integration-vm:
 # (deploy/systemd); undo with `make uninstall-user`.
 install-user: build
 	install -D -m 0755 $(BIN)/cellroot $(HOME)/.local/bin/cellroot
+	install -D -m 0755 $(BIN)/cellroot-podman $(HOME)/.local/bin/cellroot-podman
 	# The units' Documentation= link points at this copy of the README, by
 	# absolute path, so the link works whether or not a manager expands %h there.
 	install -D -m 0644 README.md $(HOME)/.local/share/doc/cell/README.md
@@ -76,7 +77,7 @@ install-user: build
 
 uninstall-user:
 	-systemctl --user disable --now cellroot.socket
-	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot
+	rm -f $(HOME)/.config/systemd/user/cellroot.socket $(HOME)/.config/systemd/user/cellroot@.service $(HOME)/.local/bin/cellroot $(HOME)/.local/bin/cellroot-podman
 	rm -rf $(HOME)/.local/share/doc/cell
 	-systemctl --user daemon-reload
 

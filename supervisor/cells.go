@@ -516,6 +516,13 @@ func (s *Session) list() []wire.CellInfo {
 // writeRecordLocked rewrites the session's record of cell processes, which
 // the collector uses if this root dies without tearing down.
 func (s *Session) writeRecordLocked() {
+	if s.closing {
+		// Teardown removes the record once every cell is gone; rewriting
+		// it at each exit made teardown quadratic. Should this root die
+		// meanwhile, the lines of exited cells are harmless: the collector
+		// checks each pid's start time.
+		return
+	}
 	var buf []byte
 	for _, e := range s.cells {
 		for _, in := range e.instancesLocked() {

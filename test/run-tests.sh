@@ -69,7 +69,7 @@ chmod 755 "$stage"
 mkdir -p "$stage/bin" "$stage/tests" "$stage/src"
 
 echo "== building binaries"
-go build -o "$stage/bin/" ./cmd/cellroot ./examples/... ./test/integration/cells/...
+go build -o "$stage/bin/" ./cmd/cellroot ./cmd/cellroot-podman ./examples/... ./test/integration/cells/...
 
 echo "== building test binaries"
 # CELL_TEST_PKGS (go package patterns, default ./...) narrows the run, for

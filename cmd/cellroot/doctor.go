@@ -74,7 +74,7 @@ Flags:
 	// The probes are the root's own: find the user's Podman service or
 	// start one, reach the systemd user manager. Everything opened here is
 	// closed again at once.
-	caps := backends.Open(ctx, backends.Options{Base: base, Bwrap: *bwrapBin, Podman: *podmanBin, WantPodman: true})
+	caps := backends.Open(ctx, backends.Options{Base: base, Bwrap: *bwrapBin, Podman: *podmanBin, WantPodman: true, PodmanNow: true})
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	defer caps.Close(closeCtx)

@@ -33,6 +33,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	alPath := fl.String("allowlist", "", "allowlist file (default $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml)")
 	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
 	podmanBin := fl.String("podman", "", "podman binary, for a Podman service of the root's own (default podman on PATH)")
+	podmanHelper := fl.String("podman-helper", "", "the Podman helper binary, run at the first podman cell (default $CELL_PODMAN_HELPER, else cellroot-podman beside cellroot)")
 	readyTimeout := fl.Duration("ready-timeout", 10*time.Second, "how long a spawn waits for the cell's socket")
 	stopGrace := fl.Duration("stop-grace", 3*time.Second, "time between SIGTERM and SIGKILL when stopping a cell")
 	logFormat := fl.String("log-format", "console", "log format on stderr: console or json")
@@ -72,6 +73,7 @@ Flags:
 	}
 	defer log.Sync()
 	if err := serve(ctx, log, serveOptions{fd: *fd, listen: *listen, activated: *activated, allowlist: *alPath, bwrap: *bwrapBin, podman: *podmanBin,
+		podmanHelper: *podmanHelper, logFormat: *logFormat,
 		readyTimeout: *readyTimeout, stopGrace: *stopGrace, cellOutput: *cellOutput, stderr: stderr}); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		return 1
@@ -84,7 +86,8 @@ type serveOptions struct {
 	listen                  string
 	activated               bool
 	allowlist, bwrap        string
-	podman                  string
+	podman, podmanHelper    string
+	logFormat               string
 	readyTimeout, stopGrace time.Duration
 	cellOutput              bool
 	stderr                  io.Writer
@@ -121,8 +124,10 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	}
 	cfg.Vet = vetHook(cfg.Allowlist)
 
+	// The podman helper (and Podman) runs at the first podman cell only.
 	set := backends.Open(ctx, backends.Options{Base: base, Bwrap: o.bwrap, Podman: o.podman,
-		WantPodman: mayUsePodman(cfg.Allowlist), Log: log})
+		WantPodman: mayUsePodman(cfg.Allowlist), Helper: o.podmanHelper, HelperStderr: o.stderr,
+		HelperLogFormat: o.logFormat, Log: log})
 	// The supervisor ends each session's containers and slice (EndSession);
 	// what outlives a session, such as a Podman service of the root's own,
 	// goes once Serve returns.
@@ -135,9 +140,6 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	}()
 	if err := set.CollectDead(ctx, base); err != nil {
 		log.Warn("collecting dead sessions in the backends", zap.Error(err))
-	}
-	if p := set.Podman; p != nil {
-		log.Info("podman service", zap.String("socket", p.Socket), zap.String("version", p.Version), zap.Bool("own", p.Own))
 	}
 	cfg.Backends, cfg.Capabilities = set.Backends, set.Capabilities
 	for b, c := range set.Capabilities {

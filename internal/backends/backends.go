@@ -8,17 +8,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 
 	"go.uber.org/zap"
 
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/hostcap"
+	"github.com/cellproject/cell/internal/podmanhelper"
 	"github.com/cellproject/cell/internal/process"
 	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/internal/scope"
-	"github.com/cellproject/cell/podman"
 	"github.com/cellproject/cell/policy"
 	"github.com/cellproject/cell/supervisor"
 )
@@ -30,9 +33,16 @@ type Options struct {
 	Base string
 	// Bwrap and Podman name the binaries; empty means on PATH.
 	Bwrap, Podman string
-	// WantPodman opens Podman, which may start a service: only worth it
-	// when a cell may run there.
-	WantPodman bool
+	// WantPodman wires the podman backend: only worth it when a cell may
+	// run there. Its helper opens Podman (which may start a service) at the
+	// first podman cell, or at once when PodmanNow is set (doctor).
+	WantPodman, PodmanNow bool
+	// Helper is the cellroot-podman binary; empty means
+	// $CELL_PODMAN_HELPER, else cellroot-podman beside this executable.
+	Helper string
+	// HelperStderr receives the helper's log, in HelperLogFormat.
+	HelperStderr    io.Writer
+	HelperLogFormat string
 	// Gate is the cellroot binary the scope backend runs as its gate;
 	// empty means this executable.
 	Gate string
@@ -45,27 +55,11 @@ type Set struct {
 	// here, with the reason when not.
 	Backends     map[cellspec.Backend]supervisor.Backend
 	Capabilities map[cellspec.Backend]policy.Capability
-	// Podman is the service in use, when Podman was opened.
-	Podman *PodmanService
+	// Podman is the service in use, when Podman was opened (PodmanNow).
+	Podman *podmanhelper.Info
 
-	pod *podman.Backend
+	pod *podmanhelper.Backend
 	sc  *scope.Backend
-}
-
-// PodmanService is the Podman API the podman backend talks to.
-type PodmanService struct {
-	Socket, Version string
-	// Own is true when the root started the service itself because no
-	// podman.socket of the user answered.
-	Own bool
-}
-
-func (p *PodmanService) String() string {
-	s := fmt.Sprintf("API %s on %s", p.Version, p.Socket)
-	if p.Own {
-		s += " (a service of the root's own: no podman.socket of the user answered)"
-	}
-	return s
 }
 
 // Open probes every backend and opens those that work. It never fails: a
@@ -75,7 +69,7 @@ func Open(ctx context.Context, o Options) *Set {
 		o.Log = zap.NewNop()
 	}
 	s := &Set{Backends: map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}}
-	hopts := hostcap.Options{Bwrap: o.Bwrap, Scope: s.openScope(o)}
+	hopts := hostcap.Options{Bwrap: o.Bwrap, ProbeCache: o.Base, Scope: s.openScope(o)}
 	if o.WantPodman {
 		hopts.Podman = s.openPodman(o)
 	}
@@ -96,19 +90,67 @@ func Open(ctx context.Context, o Options) *Set {
 	return s
 }
 
+// openPodman checks what the podman backend needs without running it: the
+// helper binary and podman on PATH. The helper itself, and with it the
+// service, runs at the first podman cell (or now, with PodmanNow); a failure
+// then fails that spawn with the reason.
 func (s *Set) openPodman(o Options) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if o.Base == "" {
 			return errors.New("no usable runtime dir for a Podman service")
 		}
-		pod, err := podman.Open(ctx, podman.Options{Podman: o.Podman, Base: o.Base, Log: o.Log.Named("podman")})
+		if os.Geteuid() == 0 {
+			return errors.New("the podman backend runs rootless containers only: run cellroot as the user")
+		}
+		helper, err := HelperPath(o.Helper)
 		if err != nil {
 			return err
 		}
+		name := o.Podman
+		if name == "" {
+			name = "podman"
+		}
+		if _, err := exec.LookPath(name); err != nil {
+			return fmt.Errorf("podman not found (%v): install it (apt-get install podman)", err)
+		}
+		pod := podmanhelper.New(podmanhelper.Options{Helper: helper, Base: o.Base, Podman: o.Podman,
+			Stderr: o.HelperStderr, LogFormat: o.HelperLogFormat, Log: o.Log.Named("podman")})
+		if o.PodmanNow {
+			info, err := pod.Open(ctx)
+			if err != nil {
+				pod.Close(ctx)
+				return err
+			}
+			s.Podman = &info
+		}
 		s.pod = pod
-		s.Podman = &PodmanService{Socket: pod.Socket(), Version: pod.Version(), Own: pod.OwnService()}
 		return nil
 	}
+}
+
+// HelperPath finds the podman helper: flagValue, else $CELL_PODMAN_HELPER,
+// else cellroot-podman beside this executable. It must be an executable
+// regular file; the error says where it was looked for.
+func HelperPath(flagValue string) (string, error) {
+	p := flagValue
+	if p == "" {
+		p = os.Getenv("CELL_PODMAN_HELPER")
+	}
+	if p == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("find the podman helper beside cellroot: %w", err)
+		}
+		p = filepath.Join(filepath.Dir(self), podmanhelper.HelperName)
+	}
+	fi, err := os.Stat(p)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("podman helper %s: %w (install %s beside cellroot, or pass --podman-helper)", p, err, podmanhelper.HelperName)
+	case !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0:
+		return "", fmt.Errorf("podman helper %s is not an executable file (mode %s)", p, fi.Mode())
+	}
+	return p, nil
 }
 
 func (s *Set) openScope(o Options) func(context.Context) error {
@@ -135,12 +177,14 @@ func (s *Set) openScope(o Options) func(context.Context) error {
 }
 
 // CollectDead removes what killed sessions under base left in the backends:
-// containers still labelled with them, and their empty slices.
+// containers still labelled with them, and their empty slices. The podman
+// helper runs for it only when a podman backend died without closing: only
+// such a backend can have left containers.
 func (s *Set) CollectDead(ctx context.Context, base string) error {
 	live := func(id string) bool { return rundir.Live(base, id) }
 	var errs []error
-	if s.pod != nil {
-		if _, err := s.pod.CollectDead(ctx, live); err != nil {
+	if s.pod != nil && podmanhelper.DeadBackends(base) {
+		if _, err := s.pod.CollectDead(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("containers of dead sessions: %w", err))
 		}
 	}

@@ -17,6 +17,9 @@ import (
 type Options struct {
 	// Bwrap is the bubblewrap binary; empty means "bwrap" on PATH.
 	Bwrap string
+	// ProbeCache is the private dir (the user's runtime dir) where the
+	// bubblewrap probe's success is remembered; empty probes every time.
+	ProbeCache string
 	// Podman checks that the user's Podman service answers (it opens the
 	// podman backend); nil means the caller wired no podman backend. Its
 	// error is the reason podman is unavailable.
@@ -48,7 +51,7 @@ func Detect(ctx context.Context, opts Options) Report {
 		r.Capabilities[cellspec.Bwrap] = policy.Capability{Reason: err.Error()}
 		return r
 	}
-	if err := bwrap.Probe(ctx, path); err != nil {
+	if _, err := bwrap.ProbeCached(ctx, path, opts.ProbeCache); err != nil {
 		r.Capabilities[cellspec.Bwrap] = policy.Capability{Reason: err.Error()}
 		return r
 	}

@@ -59,18 +59,23 @@ func killGroup(pgid int, sig syscall.Signal) error {
 }
 
 // signalMembers sends sig to every process of group pgid except its leader
-// (whose pid is pgid). The group's members are found in /proc; each is pinned
-// with a pidfd and its group checked again before the signal goes through the
-// pidfd, so a member that exits and whose pid is reused meanwhile is never hit.
+// (whose pid is pgid). The members are found among the leader's descendants
+// (/proc/PID/task/TID/children), so the cost is the group's size, not the
+// machine's process count: stopping N cells used to scan all of /proc N
+// times. Where the kernel has no children files, all of /proc is scanned.
+// Each member is pinned with a pidfd and its group checked again before the
+// signal goes through the pidfd, so a member that exits and whose pid is
+// reused meanwhile is never hit.
 func signalMembers(pgid int, sig syscall.Signal) error {
-	entries, err := os.ReadDir("/proc")
+	pids, err := descendants(pgid)
 	if err != nil {
-		return fmt.Errorf("signal group %d members: %w", pgid, err)
+		if pids, err = allPids(); err != nil {
+			return fmt.Errorf("signal group %d members: %w", pgid, err)
+		}
 	}
 	var errs []error
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == pgid {
+	for _, pid := range pids {
+		if pid == pgid {
 			continue
 		}
 		if g, ok := groupOf(pid); !ok || g != pgid {
@@ -89,6 +94,55 @@ func signalMembers(pgid int, sig syscall.Signal) error {
 		unix.Close(fd)
 	}
 	return errors.Join(errs...)
+}
+
+// descendants lists the pids below pid, breadth first. A member that left
+// the tree (its parent died and it was reparented) is not found: it still
+// gets the group's SIGKILL. The error is only the leader's: a kernel
+// without children files.
+func descendants(pid int) ([]int, error) {
+	var out []int
+	queue := []int{pid}
+	for i := 0; i < len(queue); i++ {
+		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(queue[i]) + "/task")
+		if err != nil {
+			if i == 0 {
+				return nil, err
+			}
+			continue
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(queue[i]) + "/task/" + task.Name() + "/children")
+			if err != nil {
+				if i == 0 && errors.Is(err, os.ErrNotExist) {
+					return nil, err
+				}
+				continue
+			}
+			for _, f := range bytes.Fields(b) {
+				if c, err := strconv.Atoi(string(f)); err == nil {
+					out = append(out, c)
+					queue = append(queue, c)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// allPids lists every pid in /proc.
+func allPids() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // groupOf reads the process group of pid from /proc/pid/stat.

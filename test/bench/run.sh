@@ -11,7 +11,7 @@ cd "$repo"
 stage=$(mktemp -d /tmp/cell-bench.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 chmod 755 "$stage"
-go build -o "$stage/bin/" ./cmd/cellroot ./test/integration/cells/testcell
+go build -o "$stage/bin/" ./cmd/cellroot ./cmd/cellroot-podman ./test/bench/plainroot ./test/integration/cells/testcell
 go test -c -o "$stage/bench.test" ./test/bench
 chmod -R a+rX "$stage"
 if [ "$(id -u)" = 0 ]; then
@@ -23,7 +23,8 @@ fi
 (cd "$stage" && as_user CELL_TEST_BIN="$stage/bin" "$stage/bench.test" -test.run '^$' -test.bench . \
 	-test.benchtime "$benchtime" -test.count 1) | tee "$stage/bench.out"
 awk '
-/^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name); ns[name] = $3 }
+/^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name); ns[name] = $3
+	for (i = 5; i < NF; i += 2) m[name, $(i+1)] = $i }
 END {
 	printf "\n%-34s %10s %10s %7s\n", "spawn to ready", "root ms", "tool ms", "ratio"
 	if (ns["RootPodman"] && ns["CLIPodmanRun"])
@@ -32,6 +33,13 @@ END {
 		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap run to exit", ns["RootBwrap"]/1e6, ns["CLIBwrap"]/1e6, ns["RootBwrap"]/ns["CLIBwrap"]
 	if (ns["RootBwrap"] && ns["CLIBwrapReady"])
 		printf "%-34s %10.1f %10.1f %7.2f\n", "bwrap: root vs bwrap to accepting", ns["RootBwrap"]/1e6, ns["CLIBwrapReady"]/1e6, ns["RootBwrap"]/ns["CLIBwrapReady"]
+	if (m["RootColdStart", "ratio"]) {
+		printf "\n%-34s %10s %10s %7s\n", "the root", "root", "baseline", "ratio"
+		printf "%-34s %10.1f %10.1f %7.2f\n", "cold start ms (vs plain Go binary)", m["RootColdStart", "root-ms"], m["RootColdStart", "plain-ms"], m["RootColdStart", "ratio"]
+		printf "%-34s %10.1f %10.1f %7.2f\n", "idle RSS MiB (vs plain Go binary)", m["RootColdStart", "root-rss-MiB"], m["RootColdStart", "plain-rss-MiB"], m["RootColdStart", "root-rss-MiB"]/m["RootColdStart", "plain-rss-MiB"]
+	}
+	if (m["RootTeardown50", "ratio"])
+		printf "%-34s %10.1f %10.1f %7.2f\n", "50-cell teardown ms (vs bare bwrap)", m["RootTeardown50", "root-ms"], m["RootTeardown50", "bwrap-ms"], m["RootTeardown50", "ratio"]
 }' "$stage/bench.out"
 # The synapse figures (synapse_test.go): each subject beside its baseline.
 awk '
