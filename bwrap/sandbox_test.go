@@ -1,7 +1,6 @@
 package bwrap_test
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cellproject/cell/internal/linuxproc"
 
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/internal/cellspec"
@@ -408,13 +409,11 @@ type procStat struct {
 }
 
 func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := linuxproc.ReadStat(pid)
 	if err != nil {
 		return procStat{}, false
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	ppid, _ := strconv.Atoi(f[1])
-	return procStat{state: f[0][0], ppid: ppid, start: f[19]}, true
+	return procStat{state: st.State, ppid: st.PPid, start: strconv.FormatUint(st.StartTime, 10)}, true
 }
 
 // allGone waits until every process in pids (as first seen) is dead.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/cellproject/cell/internal/linuxproc"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -24,4 +26,4 @@ func ownGroup() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true
 
 // killGroup kills cellroot's whole process group, taking along any helper it
 // left in it.
-func killGroup(pgid int) { _ = unix.Kill(-pgid, unix.SIGKILL) }
+func killGroup(pgid int) { _ = linuxproc.KillGroup(pgid, unix.SIGKILL) }

@@ -1,12 +1,13 @@
 package podman
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/cellproject/cell/internal/linuxproc"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,21 +54,12 @@ func scanProcs() ([]procEntry, error) {
 		if unix.Stat("/proc/"+e.Name(), &st) != nil || int(st.Uid) != uid {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		stat, err := linuxproc.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		open, close := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		fields := strings.Fields(string(stat[close+1:]))
-		if len(fields) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
 		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		out = append(out, procEntry{pid: pid, ppid: ppid, comm: string(stat[open+1 : close]),
+		out = append(out, procEntry{pid: pid, ppid: stat.PPid, comm: stat.Comm,
 			args: strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")})
 	}
 	return out, nil
@@ -137,12 +129,7 @@ func killPidfd(pid, ppid int) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(fields) < 2 || fields[1] != strconv.Itoa(ppid) {
+	if stat, err := linuxproc.ReadStat(pid); err != nil || stat.PPid != ppid {
 		return false
 	}
 	return unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/cellproject/cell/internal/linuxproc"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -51,12 +53,7 @@ func waitExit(pid int) {
 }
 
 // killGroup sends sig to process group pgid. An empty group is no error.
-func killGroup(pgid int, sig syscall.Signal) error {
-	if err := unix.Kill(-pgid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("signal group %d with %v: %w", pgid, sig, err)
-	}
-	return nil
-}
+func killGroup(pgid int, sig syscall.Signal) error { return linuxproc.KillGroup(pgid, sig) }
 
 // signalMembers sends sig to every process of group pgid except its leader
 // (whose pid is pgid). The members are found among the leader's descendants

@@ -2,7 +2,6 @@ package process_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cellproject/cell/internal/linuxproc"
 
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/process"
@@ -143,12 +144,11 @@ type procStat struct {
 }
 
 func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := linuxproc.ReadStat(pid)
 	if err != nil {
 		return procStat{}, false
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return procStat{state: f[0][0], start: f[19]}, true
+	return procStat{state: st.State, start: strconv.FormatUint(st.StartTime, 10)}, true
 }
 
 // gone waits until the process that had pid when the test started is dead:
