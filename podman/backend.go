@@ -248,6 +248,18 @@ func (b *Backend) OwnService() bool { return b.service != nil }
 
 // callCtx is a context for one API call: the connection's values, ctx's
 // deadline and cancellation.
+// forceRemove kills and removes container id at once, in whatever state it
+// is; one that is already gone is no error.
+func (b *Backend) forceRemove(ctx context.Context, id string) error {
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	_, err := containers.Remove(cctx, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
 func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	c, cancel := context.WithCancel(b.conn)
 	stop := context.AfterFunc(ctx, cancel)

@@ -51,10 +51,7 @@ func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string)
 		if !match(labels) {
 			continue
 		}
-		cctx, cancel := b.callCtx(ctx)
-		_, err := containers.Remove(cctx, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
-		cancel()
-		if err != nil && !isNotFound(err) {
+		if err := b.forceRemove(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("podman: remove container %s of session %s: %w", id, labels[LabelSession], err))
 			continue
 		}
@@ -124,10 +121,7 @@ func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([
 		if session == "" || live(session) {
 			continue
 		}
-		rctx, rcancel := b.callCtx(ctx)
-		_, err := containers.Remove(rctx, c.ID, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
-		rcancel()
-		if err != nil && !isNotFound(err) {
+		if err := b.forceRemove(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("podman: remove container %s of dead session %s: %w", c.ID, session, err))
 			continue
 		}

@@ -83,10 +83,7 @@ func (in *Instance) Stop(ctx context.Context) error {
 	}
 	fctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
 	defer cancel()
-	cctx, cancelCall := in.b.callCtx(fctx)
-	defer cancelCall()
-	_, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
-	if err != nil && !isNotFound(err) {
+	if err := in.b.forceRemove(fctx, in.id); err != nil {
 		return fmt.Errorf("stop container %s: %w", in.name, err)
 	}
 	select {
@@ -146,9 +143,7 @@ func (in *Instance) watch() {
 	// asynchronously in conmon's cleanup, and Done promises it is gone.
 	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
 	defer cancel()
-	cctx, cancelCall := in.b.callCtx(ctx)
-	defer cancelCall()
-	if _, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0)); err != nil && !isNotFound(err) {
+	if err := in.b.forceRemove(ctx, in.id); err != nil {
 		in.b.opts.Log.Warn("remove container", zap.String("container", in.name), zap.Error(err))
 	}
 	in.mu.Lock()
@@ -236,9 +231,7 @@ func (in *Instance) writeLogLine(line, partial []byte) []byte {
 func (in *Instance) discard() {
 	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
 	defer cancel()
-	cctx, cancelCall := in.b.callCtx(ctx)
-	defer cancelCall()
-	if _, err := containers.Remove(cctx, in.id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0)); err != nil && !isNotFound(err) {
+	if err := in.b.forceRemove(ctx, in.id); err != nil {
 		in.b.opts.Log.Warn("remove failed container", zap.String("container", in.name), zap.Error(err))
 	}
 	os.RemoveAll(in.root)
