@@ -42,15 +42,16 @@ var (
 // File is a parsed allowlist.
 type File struct {
 	// Path is where the file was read from, as given to Load or Parse.
-	Path    string
-	Version int
-	Session Session
+	Path          string
+	Version       int
+	SessionLimits SessionLimits
 	// Cells holds the listed cells by name. An empty map denies everything.
 	Cells map[string]Cell
 }
 
-// Session holds the limits of one session, whoever asks.
-type Session struct {
+// SessionLimits are the [session] table: the bounds of one session,
+// whoever asks.
+type SessionLimits struct {
 	// MaxCells caps live and starting cells in a session.
 	MaxCells int
 	// MaxDepth caps the spawn depth: a cell the owner spawns is at depth 1.

@@ -19,9 +19,9 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &File{
-		Path:    "a.toml",
-		Version: 1,
-		Session: Session{MaxCells: 32, MaxDepth: 4},
+		Path:          "a.toml",
+		Version:       1,
+		SessionLimits: SessionLimits{MaxCells: 32, MaxDepth: 4},
 		Cells: map[string]Cell{"eye": {
 			Name:         "eye",
 			Exec:         "/bin/eye",
@@ -57,7 +57,7 @@ func TestParseExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.Session; got != (Session{MaxCells: 16, MaxDepth: 3}) {
+	if got := f.SessionLimits; got != (SessionLimits{MaxCells: 16, MaxDepth: 3}) {
 		t.Errorf("Session = %+v", got)
 	}
 	eye := f.Cells["eye"]

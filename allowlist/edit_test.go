@@ -29,7 +29,7 @@ func TestSetAndRemoveBlocksKeepTheUsersText(t *testing.T) {
 		t.Fatalf("the user's text changed:\n%s", out)
 	}
 	f, err := Parse("a.toml", out)
-	if err != nil || len(f.Cells) != 3 || f.Session.MaxCells != 8 {
+	if err != nil || len(f.Cells) != 3 || f.SessionLimits.MaxCells != 8 {
 		t.Fatalf("%v %+v", err, f)
 	}
 	// Granting again replaces in place: same text for the same blocks,

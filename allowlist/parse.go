@@ -73,10 +73,10 @@ func (p *parser) failAt(line int, key []string, cause error, format string, args
 
 func (p *parser) file(raw map[string]any) *File {
 	f := &File{
-		Path:    p.path,
-		Version: Version,
-		Session: Session{MaxCells: DefaultMaxCells, MaxDepth: DefaultMaxDepth},
-		Cells:   make(map[string]Cell),
+		Path:          p.path,
+		Version:       Version,
+		SessionLimits: SessionLimits{MaxCells: DefaultMaxCells, MaxDepth: DefaultMaxDepth},
+		Cells:         make(map[string]Cell),
 	}
 	if v, ok := raw["version"]; !ok {
 		p.failAt(0, []string{"version"}, nil, "missing: the file must say version = %d", Version)
@@ -85,7 +85,7 @@ func (p *parser) file(raw map[string]any) *File {
 	}
 	if v, ok := raw["session"]; ok {
 		if t, ok := p.table([]string{"session"}, v); ok {
-			p.session(t, &f.Session)
+			p.session(t, &f.SessionLimits)
 		}
 	}
 	v, ok := raw["cell"]
@@ -124,7 +124,7 @@ func (p *parser) file(raw map[string]any) *File {
 	return f
 }
 
-func (p *parser) session(t map[string]any, s *Session) {
+func (p *parser) session(t map[string]any, s *SessionLimits) {
 	if v, ok := t["max_cells"]; ok {
 		if n, ok := p.integer([]string{"session", "max_cells"}, v, 1, MaxMaxCells); ok {
 			s.MaxCells = n

@@ -157,13 +157,13 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 				req.Requester, req.Name, req.Requester, al.Path)
 		}
 	}
-	if d.Depth > al.Session.MaxDepth {
+	if d.Depth > al.SessionLimits.MaxDepth {
 		return deny(MaxDepth, "%s may not spawn %q: it would run at depth %d, and session.max_depth in %s is %d",
-			who, req.Name, d.Depth, al.Path, al.Session.MaxDepth)
+			who, req.Name, d.Depth, al.Path, al.SessionLimits.MaxDepth)
 	}
-	if st.Cells >= al.Session.MaxCells {
+	if st.Cells >= al.SessionLimits.MaxCells {
 		return deny(MaxCells, "cell %q may not start: the session already has %d cells, and session.max_cells in %s is %d",
-			req.Name, st.Cells, al.Path, al.Session.MaxCells)
+			req.Name, st.Cells, al.Path, al.SessionLimits.MaxCells)
 	}
 	if n := st.Instances[req.Name]; n >= c.MaxInstances {
 		return deny(MaxInstances, "cell %q may not start: %d instances already run, and its max_instances in %s is %d",

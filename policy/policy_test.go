@@ -14,9 +14,9 @@ import (
 func testAllowlist() *allowlist.File {
 	limits := quota.Limits{MemoryBytes: 256 << 20, CPU: 0.5}
 	return &allowlist.File{
-		Path:    "/home/u/.config/cell/allowlist.toml",
-		Version: 1,
-		Session: allowlist.Session{MaxCells: 4, MaxDepth: 2},
+		Path:          "/home/u/.config/cell/allowlist.toml",
+		Version:       1,
+		SessionLimits: allowlist.SessionLimits{MaxCells: 4, MaxDepth: 2},
 		Cells: map[string]allowlist.Cell{
 			"eye":    {Name: "eye", Exec: "/bin/eye", Args: []string{"-v"}, Spawn: []string{"retina", "lens"}, MaxInstances: 2},
 			"retina": {Name: "retina", Exec: "/bin/retina", Spawn: []string{"cone"}, MaxInstances: 1, Limits: limits},
@@ -77,7 +77,7 @@ func TestDecide(t *testing.T) {
 		}(), st: hybridHost(), code: OK, backend: cellspec.Process},
 		{name: "unenforced accepted", req: from("retina", 2, "cone"), al: func() *allowlist.File {
 			al := testAllowlist()
-			al.Session.MaxDepth = 3
+			al.SessionLimits.MaxDepth = 3
 			return al
 		}(), st: hybridHost(), code: OK, backend: cellspec.Podman, reason: "not enforced"},
 
@@ -163,7 +163,7 @@ func TestDecideSpec(t *testing.T) {
 		t.Errorf("retina = %+v", d)
 	}
 
-	al.Session.MaxDepth = 3
+	al.SessionLimits.MaxDepth = 3
 	st.Backends[cellspec.Podman] = Capability{Available: true, Reason: "cgroup v1"}
 	d = Decide(Request{Requester: "retina", RequesterDepth: 2, Name: "cone"}, al, st)
 	if !d.Allow || d.Spec.LimitsEnforced || d.Spec.Limits.IsZero() {
