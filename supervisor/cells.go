@@ -69,7 +69,7 @@ type instance struct {
 	took     chan struct{}
 	tookOnce sync.Once
 	// inst is set once launched; guarded by Session.mu.
-	inst Instance
+	inst Launched
 }
 
 func (in *instance) markTook() { in.tookOnce.Do(func() { close(in.took) }) }

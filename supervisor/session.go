@@ -21,13 +21,13 @@ import (
 	"github.com/cellproject/cell/policy"
 )
 
-// Backend launches cells of one kind (bubblewrap, process, ...).
-type Backend interface {
-	Launch(ctx context.Context, spec cellspec.Spec) (Instance, error)
+// Launcher launches cells on one backend (bubblewrap, process, ...).
+type Launcher interface {
+	Launch(ctx context.Context, spec cellspec.Spec) (Launched, error)
 }
 
-// Instance is one launched cell.
-type Instance interface {
+// Launched is one launched cell, as its backend runs it.
+type Launched interface {
 	// ID is the pid, container id or unit name, for ps and the audit.
 	ID() string
 	// Done is closed once the cell has exited and its resources are released.
@@ -57,7 +57,7 @@ type Config struct {
 	AllowlistErr error
 	// Backends launch cells; Capabilities says what each can do here. A
 	// backend missing from Backends is never chosen.
-	Backends     map[cellspec.Backend]Backend
+	Backends     map[cellspec.Backend]Launcher
 	Capabilities map[cellspec.Backend]policy.Capability
 	// Vet, when set, checks an allowed launch before it starts (a pinned
 	// hash, a signature); an error denies the spawn with policy.Unverified.
@@ -274,15 +274,15 @@ func newToken() (string, error) {
 }
 
 // launcher is a backend whose Launch returns its own concrete instance type.
-type launcher[I Instance] interface {
+type launcher[I Launched] interface {
 	Launch(ctx context.Context, spec cellspec.Spec) (I, error)
 }
 
 // Adapt turns a backend that returns a concrete instance type into a Backend,
 // so that backend packages need not import this one.
-func Adapt[I Instance](l launcher[I]) Backend { return adapted[I]{l} }
+func Adapt[I Launched](l launcher[I]) Launcher { return adapted[I]{l} }
 
-type adapted[I Instance] struct{ l launcher[I] }
+type adapted[I Launched] struct{ l launcher[I] }
 
 // EndSession forwards to the adapted backend when it holds session resources.
 func (a adapted[I]) EndSession(ctx context.Context, session string) error {
@@ -292,7 +292,7 @@ func (a adapted[I]) EndSession(ctx context.Context, session string) error {
 	return nil
 }
 
-func (a adapted[I]) Launch(ctx context.Context, spec cellspec.Spec) (Instance, error) {
+func (a adapted[I]) Launch(ctx context.Context, spec cellspec.Spec) (Launched, error) {
 	inst, err := a.l.Launch(ctx, spec)
 	if err != nil {
 		return nil, err

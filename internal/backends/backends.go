@@ -53,7 +53,7 @@ type Options struct {
 type Set struct {
 	// Backends are the launchers, by kind; Capabilities what each can do
 	// here, with the reason when not.
-	Backends     map[cellspec.Backend]supervisor.Backend
+	Backends     map[cellspec.Backend]supervisor.Launcher
 	Capabilities map[cellspec.Backend]policy.Capability
 	// Podman is the service in use, when Podman was opened (PodmanNow).
 	Podman *podmanhelper.Info
@@ -68,7 +68,7 @@ func Open(ctx context.Context, o Options) *Set {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	s := &Set{Backends: map[cellspec.Backend]supervisor.Backend{cellspec.Process: supervisor.Adapt(process.New())}}
+	s := &Set{Backends: map[cellspec.Backend]supervisor.Launcher{cellspec.Process: supervisor.Adapt(process.New())}}
 	hopts := hostcap.Options{Bwrap: o.Bwrap, ProbeCache: o.Base, Scope: s.openScope(o)}
 	if o.WantPodman {
 		hopts.Podman = s.openPodman(o)
