@@ -278,7 +278,7 @@ type launcher[I Launched] interface {
 	Launch(ctx context.Context, spec cellspec.Spec) (I, error)
 }
 
-// Adapt turns a backend that returns a concrete instance type into a Backend,
+// Adapt turns a backend that returns a concrete instance type into a Launcher,
 // so that backend packages need not import this one.
 func Adapt[I Launched](l launcher[I]) Launcher { return adapted[I]{l} }
 
