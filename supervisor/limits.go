@@ -85,7 +85,13 @@ func (c *umbConn) send(rep wire.Reply) bool {
 }
 
 func (c *umbConn) sendLocked(rep wire.Reply) bool {
-	c.SetWriteDeadline(time.Now().Add(helloTimeout))
+	return c.sendWithin(rep, helloTimeout)
+}
+
+// sendWithin writes rep, giving up after d: a peer that reads nothing
+// cannot hold the root longer than that.
+func (c *umbConn) sendWithin(rep wire.Reply, d time.Duration) bool {
+	c.SetWriteDeadline(time.Now().Add(d))
 	err := wire.WriteMessage(c.Conn, fitReply(rep))
 	c.SetWriteDeadline(time.Time{})
 	return err == nil
@@ -124,6 +130,10 @@ func (c *umbConn) finish(rep wire.Reply) bool {
 	return c.sendLocked(rep) && !c.shut
 }
 
+// shutdownNoticeTimeout bounds the write of the unsolicited shutting_down:
+// teardown must not wait on peers that do not read.
+const shutdownNoticeTimeout = 100 * time.Millisecond
+
 // shutdown tells the peer that the session ends: an idle connection gets
 // shutting_down with id 0 and is closed; one with a request in flight gets
 // that request's reply (shutting_down for a spawn) and closes after it.
@@ -135,7 +145,7 @@ func (c *umbConn) shutdown() {
 	}
 	c.shut = true
 	if !c.busy {
-		c.sendLocked(errorReply(0, wire.CodeShuttingDown, "", "the session is ending"))
+		c.sendWithin(errorReply(0, wire.CodeShuttingDown, "", "the session is ending"), shutdownNoticeTimeout)
 		c.Close()
 	}
 }
