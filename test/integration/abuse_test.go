@@ -354,8 +354,9 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 	requireBackToBaseline(t, root, base)
 }
 
-// Finding 4: a spawn decided after a stop of the same key starts a new
-// instance, so that after the race list and the running cells agree.
+// Finding 4: a spawn that comes after a stop of the same key was decided
+// (list shows the instance stopping) gets a new instance, never the dying
+// one's socket; and after any interleaving list and the running cells agree.
 func TestAbuseSpawnStopRace(t *testing.T) {
 	s, _ := startSession(t, testAllowlist)
 	ctx := testCtx(t)
@@ -363,44 +364,75 @@ func TestAbuseSpawnStopRace(t *testing.T) {
 	root := rootPidOf(t, s)
 	base := usageOf(t, root)
 	defer requireBackToBaseline(t, root, base)
-	for round := 0; round < 30; round++ {
-		if _, err := a.Spawn(ctx, "probe", ""); err != nil {
-			t.Fatal(err)
-		}
-		stopped := make(chan error, 1)
-		go func() { stopped <- a.Stop(ctx, "probe") }()
-		time.Sleep(time.Duration(round%6) * time.Millisecond)
-		rep, spawnErr := b.Spawn(ctx, "probe", "")
-		if err := <-stopped; err != nil && !wire.IsCode(err, wire.CodeNotFound) {
-			t.Fatalf("round %d: stop: %v", round, err)
-		}
+	state := func() string {
 		cells, err := b.List(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		listed := false
 		for _, c := range cells {
-			listed = listed || c.Key == "probe"
-		}
-		answers := false
-		if spawnErr == nil {
-			if nc, err := s.Connect(ctx, "probe"); err == nil {
-				_, err = nc.Call(ctx, "pid", nil)
-				answers = err == nil
-				nc.Close()
+			if c.Key == "probe" {
+				return c.State
 			}
 		}
-		// The spawn either joined before the stop (and the stop ended
-		// it: nothing listed, nothing answers) or came after it and
-		// started a new instance (listed and answering).
-		if listed != answers {
-			t.Fatalf("round %d: spawn %+v %v; listed %v but answering %v", round, rep, spawnErr, listed, answers)
+		return ""
+	}
+	raced := 0
+	for round := 0; round < 30; round++ {
+		if _, err := a.Spawn(ctx, "probe", ""); err != nil {
+			t.Fatal(err)
+		}
+		old := cellToken(t, s, "probe") // pids repeat across sandboxes; tokens never
+
+		stopped := make(chan error, 1)
+		go func() { stopped <- a.Stop(ctx, "probe") }()
+		sawStopping := false
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+			st := state()
+			if st == "stopping" {
+				sawStopping = true
+				break
+			}
+			if st == "" {
+				break
+			}
+		}
+		_, spawnErr := b.Spawn(ctx, "probe", "")
+		if err := <-stopped; err != nil {
+			t.Fatalf("round %d: stop: %v", round, err)
+		}
+		listed := state() != ""
+		pid := ""
+		if nc, err := s.Connect(ctx, "probe"); err == nil {
+			out, err := nc.Call(ctx, "env", nil)
+			var env []string
+			if err == nil && json.Unmarshal(out, &env) == nil {
+				for _, kv := range env {
+					if v, ok := strings.CutPrefix(kv, "CELL_TOKEN="); ok {
+						pid = v
+					}
+				}
+			}
+			nc.Close()
+		}
+		answers := pid != ""
+		switch {
+		case sawStopping:
+			raced++
+			if spawnErr != nil || !listed || !answers || pid == old {
+				t.Fatalf("round %d: spawn after the stop was decided: %v; listed %v, answering %v, new instance %v: want a new running instance", round, spawnErr, listed, answers, answers && pid != old)
+			}
+		case listed != answers:
+			t.Fatalf("round %d: spawn %v; listed %v but answering %v", round, spawnErr, listed, answers)
 		}
 		if listed {
 			if err := a.Stop(ctx, "probe"); err != nil {
 				t.Fatalf("round %d: stop the survivor: %v", round, err)
 			}
 		}
+	}
+	t.Logf("%d of 30 rounds spawned while the stop was visibly under way", raced)
+	if raced < 5 {
+		t.Fatalf("only %d rounds caught the stop under way: the race was not reproduced", raced)
 	}
 }
 
