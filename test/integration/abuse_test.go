@@ -656,7 +656,9 @@ func TestAbuseSequentialRate(t *testing.T) {
 	ctx := testCtx(t)
 	tick := time.NewTicker(time.Second / 40)
 	defer tick.Stop()
-	for i := 0; i < 160; i++ {
+	// 8 s: the old per-connection limit (a burst of 100, 20 a second)
+	// refused this traffic after about 5 s.
+	for i := 0; i < 320; i++ {
 		<-tick.C
 		if _, err := o.List(ctx); err != nil {
 			t.Fatalf("sequential request %d at 40/s: %v", i, err)
