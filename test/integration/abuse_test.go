@@ -652,8 +652,16 @@ func TestAbuseSessionDirLitter(t *testing.T) {
 // refused, and a refusal names its request.
 func TestAbuseSequentialRate(t *testing.T) {
 	s, _ := startSession(t, testAllowlist)
-	o := ownerClient(t, s)
 	ctx := testCtx(t)
+	// A connection of its own: rawConn's 10 s deadline is shorter than the test.
+	o, err := wire.Dial(ctx, filepath.Join(s.Dir(), "umbilical.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if _, err := o.Hello(ctx, wire.RoleOwner, ownerToken(t, s)); err != nil {
+		t.Fatal(err)
+	}
 	tick := time.NewTicker(time.Second / 40)
 	defer tick.Stop()
 	// 8 s: the old per-connection limit (a burst of 100, 20 a second)
