@@ -51,13 +51,35 @@ func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string)
 		if !match(labels) {
 			continue
 		}
-		if err := b.forceRemove(ctx, id); err != nil {
+		err := b.removeRetrying(ctx, id)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("podman: remove container %s of session %s: %w", id, labels[LabelSession], err))
 			continue
 		}
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// removeRetrying force-removes container id, trying again a few times: a
+// container whose runtime died under it (runc init killed, a create cut
+// short) first fails with "container state improper" until Podman has
+// synced its state, and then goes. A container already gone is no error.
+func (b *Backend) removeRetrying(ctx context.Context, id string) error {
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			}
+		}
+		if err = b.forceRemove(ctx, id); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // CollectDead removes every container of this runtime dir whose session is
@@ -76,14 +98,26 @@ func (b *Backend) CollectDead(ctx context.Context, live func(session string) boo
 	for _, s := range external {
 		dead[s] = true
 	}
-	_, err := b.removeWhere(ctx, func(labels map[string]string) bool {
+	ofDead := func(labels map[string]string) bool {
 		s := labels[LabelSession]
 		if live(s) {
 			return false
 		}
 		dead[s] = true
 		return true
-	})
+	}
+	_, err := b.removeWhere(ctx, ofDead)
+	if killed > 0 || len(dead) > 0 {
+		// A dead root's own service may have been finishing a create or a
+		// start when it died: once more after a moment, for what it wrote
+		// after the first pass looked.
+		select {
+		case <-time.After(settleAfterCollect):
+			_, again := b.removeWhere(ctx, ofDead)
+			err = errors.Join(err, again)
+		case <-ctx.Done():
+		}
+	}
 	sessions := make([]string, 0, len(dead))
 	for s := range dead {
 		sessions = append(sessions, s)
@@ -121,7 +155,7 @@ func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([
 		if session == "" || live(session) {
 			continue
 		}
-		if err := b.forceRemove(ctx, c.ID); err != nil {
+		if err := b.removeRetrying(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("podman: remove container %s of dead session %s: %w", c.ID, session, err))
 			continue
 		}
@@ -129,6 +163,9 @@ func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([
 	}
 	return sessions, errors.Join(errs...)
 }
+
+// settleAfterCollect is how long CollectDead waits before its second pass.
+const settleAfterCollect = 500 * time.Millisecond
 
 // youngDir is how old a private dir without a lock must be to be collected.
 const youngDir = time.Minute

@@ -35,7 +35,7 @@ func Collect(base string, log *zap.Logger) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		killed := killRecorded(rundir.RecordPath(base, id), log)
+		killed := killRecorded(rundir.RecordPath(base, id), log) + killNaming(filepath.Join(base, id))
 		if err := rundir.RemoveAll(filepath.Join(base, id)); err != nil {
 			errs = append(errs, fmt.Errorf("collect session %s: %w", id, err))
 		}

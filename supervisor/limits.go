@@ -86,7 +86,13 @@ func (c *umbConn) send(rep wire.Reply) bool {
 }
 
 func (c *umbConn) sendLocked(rep wire.Reply) bool {
-	c.SetWriteDeadline(time.Now().Add(helloTimeout))
+	return c.sendWithin(rep, helloTimeout)
+}
+
+// sendWithin writes rep, giving up after d: a peer that reads nothing
+// cannot hold the root longer than that.
+func (c *umbConn) sendWithin(rep wire.Reply, d time.Duration) bool {
+	c.SetWriteDeadline(time.Now().Add(d))
 	err := wire.WriteMessage(c.Conn, fitReply(rep))
 	c.SetWriteDeadline(time.Time{})
 	return err == nil
@@ -142,6 +148,10 @@ func (c *umbConn) finishFile(rep wire.Reply, f *os.File) bool {
 	return err == nil && !c.shut
 }
 
+// shutdownNoticeTimeout bounds the write of the unsolicited shutting_down:
+// teardown must not wait on peers that do not read.
+const shutdownNoticeTimeout = 100 * time.Millisecond
+
 // shutdown tells the peer that the session ends: an idle connection gets
 // shutting_down with id 0 and is closed; one with a request in flight gets
 // that request's reply (shutting_down for a spawn) and closes after it.
@@ -153,22 +163,26 @@ func (c *umbConn) shutdown() {
 	}
 	c.shut = true
 	if !c.busy {
-		c.sendLocked(errorReply(0, wire.CodeShuttingDown, "", "the session is ending"))
+		c.sendWithin(errorReply(0, wire.CodeShuttingDown, "", "the session is ending"), shutdownNoticeTimeout)
 		c.Close()
 	}
 }
 
 // admitConnLocked registers a new connection of the session socket as
-// pending. It returns false when the total bound is reached. At the pending
-// bound it closes a pending connection of the process holding the most
-// (its oldest), so that a flood from a few processes displaces only itself
-// and a lone client saying hello is never the one closed.
+// pending. It returns false when the total bound is reached, or the pending
+// bound is and the newcomer's process holds the most pending connections.
+// Otherwise, at the pending bound, it closes the oldest pending connection
+// of the process holding the most, so that a flood from a few processes
+// displaces only itself and a lone client saying hello is never the one
+// closed.
 func (s *Session) admitConnLocked(c *umbConn) bool {
 	if s.closing || len(s.conns) >= s.maxConns {
 		return false
 	}
-	if s.countLocked(classPending) >= maxPending {
-		s.evictLocked(classPending, c.pid)
+	if s.countLocked(classPending) >= maxPending && !s.evictLocked(classPending, c.pid) {
+		// The newcomer's own process holds the most: it is the flood, and
+		// its new connection goes at once, before it costs a goroutine.
+		return false
 	}
 	c.lastActive = c.accepted
 	s.conns[c] = struct{}{}
@@ -188,7 +202,8 @@ func (s *Session) countLocked(class connClass) int {
 
 // evictLocked closes one connection of the session socket of class (pending
 // or observer): of the process holding the most of them (newcomer, about to
-// add one, counts one more), the one idle longest. False when there is none.
+// add one, counts one more), the one idle longest. False when there is none,
+// or when that process is the newcomer's own (nonzero newcomer).
 func (s *Session) evictLocked(class connClass, newcomer int) bool {
 	per := map[int]int{}
 	if newcomer != 0 {
@@ -210,6 +225,9 @@ func (s *Session) evictLocked(class connClass, newcomer int) bool {
 			heaviest, most = pid, w
 		}
 	}
+	if heaviest == newcomer && newcomer != 0 {
+		return false // the newcomer's process is the heaviest: nothing of another's goes
+	}
 	var victim *umbConn
 	for o := range s.conns {
 		if o.class == class && o.listener && o.pid == heaviest && (victim == nil || o.lastActive.Before(victim.lastActive)) {
@@ -217,7 +235,7 @@ func (s *Session) evictLocked(class connClass, newcomer int) bool {
 		}
 	}
 	if victim == nil {
-		return false // the newcomer's process is the heaviest and has none yet
+		return false
 	}
 	victim.Close()
 	delete(s.conns, victim)
@@ -245,7 +263,9 @@ func (s *Session) promoteLocked(c *umbConn, who peer) error {
 	switch {
 	case !c.listener:
 	case class == classObserver && count >= maxObservers:
-		s.evictLocked(classObserver, c.pid)
+		if !s.evictLocked(classObserver, c.pid) {
+			return fmt.Errorf("this process already holds the most of the %d observer connections", count)
+		}
 	case class == classCell && count >= maxConnsPerCell:
 		return fmt.Errorf("cell %s already holds %d connections to the root", who.key, count)
 	case class == classOwner && count >= maxOwnerConns:

@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,5 +80,31 @@ func TestDenialBursts(t *testing.T) {
 	}
 	if n != 2 {
 		t.Fatalf("%d aggregates over 30 s of unbroken denials, want 2", n)
+	}
+}
+
+// TestKillNaming: a process whose environment names a dead session's dir is
+// killed; one naming a dir that merely shares the prefix is not.
+func TestKillNaming(t *testing.T) {
+	dir := t.TempDir() + "/0123456789abcdef"
+	start := func(env string) *exec.Cmd {
+		cmd := exec.Command("sleep", "30")
+		cmd.Env = []string{env}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	victim := start("CELL_RUNTIME_DIR=" + dir)
+	bystander := start("CELL_RUNTIME_DIR=" + dir + "0")
+	if n := killNaming(dir); n != 1 {
+		t.Fatalf("killed %d processes, want 1", n)
+	}
+	if err := victim.Wait(); err == nil {
+		t.Fatal("the process naming the dir was not killed")
+	}
+	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the bystander was hit: %v", err)
 	}
 }

@@ -215,9 +215,15 @@ func (s *Session) teardown(reason string) {
 	// then every connection hears shutting_down and closes (cells see their
 	// umbilical end and can exit on their own).
 	s.endNow()
+	var notices sync.WaitGroup
 	for _, c := range conns {
-		c.shutdown()
+		notices.Add(1)
+		go func() {
+			defer notices.Done()
+			c.shutdown()
+		}()
 	}
+	notices.Wait()
 
 	var stops sync.WaitGroup
 	for _, e := range entries {

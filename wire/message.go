@@ -62,6 +62,10 @@ var opFields = map[Op]map[string]bool{
 	OpSpawn: {"id": true, "op": true, "name": true, "instance": true},
 	OpStop:  {"id": true, "op": true, "name": true},
 	OpList:  {"id": true, "op": true, "cursor": true},
+
+	OpListener:     {"id": true, "op": true},
+	OpUpgrade:      {"id": true, "op": true, "name": true},
+	OpAwaitFailure: {"id": true, "op": true},
 }
 
 // requestFields is every field of Request; an op not in opFields may carry

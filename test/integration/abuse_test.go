@@ -308,6 +308,12 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 	before := usageOf(t, root)
 	logBefore := strings.Count(log.String(), "umbilical accept failing")
 	for time.Now().Before(attackEnd) {
+		if len(held) >= 4000 {
+			// The backlog is full of connections the root cannot
+			// accept: every accept fails until the attack ends.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		nc, err := net.Dial("unix", filepath.Join(s.Dir(), "umbilical.sock"))
 		if err != nil {
 			time.Sleep(time.Millisecond)
@@ -316,9 +322,6 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 		// Each says hello as observer, so that the root keeps them.
 		wire.WriteMessage(nc, wire.Request{ID: 1, Op: wire.OpHello, Version: wire.Version, Role: wire.RoleObserver})
 		held = append(held, nc)
-		if len(held) > 4000 {
-			break
-		}
 	}
 	after := usageOf(t, root)
 	elapsed := time.Since(attackStart)
@@ -353,50 +356,85 @@ func TestAbuseAcceptEMFILE(t *testing.T) {
 	requireBackToBaseline(t, root, base)
 }
 
-// Finding 4: a spawn decided after a stop of the same key starts a new
-// instance, so that after the race list and the running cells agree.
+// Finding 4: a spawn that comes after a stop of the same key was decided
+// (list shows the instance stopping) gets a new instance, never the dying
+// one's socket; and after any interleaving list and the running cells agree.
 func TestAbuseSpawnStopRace(t *testing.T) {
 	s, _ := startSession(t, testAllowlist)
 	ctx := testCtx(t)
 	a, b := ownerClient(t, s), ownerClient(t, s)
-	for round := 0; round < 30; round++ {
-		if _, err := a.Spawn(ctx, "probe", ""); err != nil {
-			t.Fatal(err)
-		}
-		stopped := make(chan error, 1)
-		go func() { stopped <- a.Stop(ctx, "probe") }()
-		time.Sleep(time.Duration(round%6) * time.Millisecond)
-		rep, spawnErr := b.Spawn(ctx, "probe", "")
-		if err := <-stopped; err != nil && !wire.IsCode(err, wire.CodeNotFound) {
-			t.Fatalf("round %d: stop: %v", round, err)
-		}
+	root := rootPidOf(t, s)
+	base := usageOf(t, root)
+	defer requireBackToBaseline(t, root, base)
+	state := func() string {
 		cells, err := b.List(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		listed := false
 		for _, c := range cells {
-			listed = listed || c.Key == "probe"
-		}
-		answers := false
-		if spawnErr == nil {
-			if nc, err := s.Connect(ctx, "probe"); err == nil {
-				_, err = nc.Call(ctx, "pid", nil)
-				answers = err == nil
-				nc.Close()
+			if c.Key == "probe" {
+				return c.State
 			}
 		}
-		// The spawn either joined before the stop (and the stop ended
-		// it: nothing listed, nothing answers) or came after it and
-		// started a new instance (listed and answering).
-		if listed != answers {
-			t.Fatalf("round %d: spawn %+v %v; listed %v but answering %v", round, rep, spawnErr, listed, answers)
+		return ""
+	}
+	raced := 0
+	for round := 0; round < 30; round++ {
+		if _, err := a.Spawn(ctx, "probe", ""); err != nil {
+			t.Fatal(err)
+		}
+		old := cellToken(t, s, "probe") // pids repeat across sandboxes; tokens never
+
+		stopped := make(chan error, 1)
+		go func() { stopped <- a.Stop(ctx, "probe") }()
+		sawStopping := false
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+			st := state()
+			if st == "stopping" {
+				sawStopping = true
+				break
+			}
+			if st == "" {
+				break
+			}
+		}
+		_, spawnErr := b.Spawn(ctx, "probe", "")
+		if err := <-stopped; err != nil {
+			t.Fatalf("round %d: stop: %v", round, err)
+		}
+		listed := state() != ""
+		pid := ""
+		if nc, err := s.Connect(ctx, "probe"); err == nil {
+			out, err := nc.Call(ctx, "env", nil)
+			var env []string
+			if err == nil && json.Unmarshal(out, &env) == nil {
+				for _, kv := range env {
+					if v, ok := strings.CutPrefix(kv, "CELL_TOKEN="); ok {
+						pid = v
+					}
+				}
+			}
+			nc.Close()
+		}
+		answers := pid != ""
+		switch {
+		case sawStopping:
+			raced++
+			if spawnErr != nil || !listed || !answers || pid == old {
+				t.Fatalf("round %d: spawn after the stop was decided: %v; listed %v, answering %v, new instance %v: want a new running instance", round, spawnErr, listed, answers, answers && pid != old)
+			}
+		case listed != answers:
+			t.Fatalf("round %d: spawn %v; listed %v but answering %v", round, spawnErr, listed, answers)
 		}
 		if listed {
 			if err := a.Stop(ctx, "probe"); err != nil {
 				t.Fatalf("round %d: stop the survivor: %v", round, err)
 			}
 		}
+	}
+	t.Logf("%d of 30 rounds spawned while the stop was visibly under way", raced)
+	if raced < 5 {
+		t.Fatalf("only %d rounds caught the stop under way: the race was not reproduced", raced)
 	}
 }
 
@@ -405,6 +443,8 @@ func TestAbuseSpawnStopRace(t *testing.T) {
 // token, whatever the connections.
 func TestAbuseCellTokenRights(t *testing.T) {
 	s, log := startSession(t, testAllowlist)
+	root := rootPidOf(t, s)
+	base := usageOf(t, root)
 	token := cellToken(t, s, "probe")
 
 	// The control: the token works from here, on a connection of our own.
@@ -511,6 +551,10 @@ func TestAbuseCellTokenRights(t *testing.T) {
 	if _, err := helloAs(t, s, wire.RoleCell, token); !wire.IsCode(err, wire.CodeUnknownToken) {
 		t.Errorf("hello with the stopped cell's token: %v, want unknown_token", err)
 	}
+	for _, cc := range conns {
+		cc.Close()
+	}
+	requireBackToBaseline(t, root, base)
 }
 
 // burstGapForTests is the root's burst gap (supervisor.burstGap), after
@@ -614,11 +658,21 @@ func TestAbuseSessionDirLitter(t *testing.T) {
 // refused, and a refusal names its request.
 func TestAbuseSequentialRate(t *testing.T) {
 	s, _ := startSession(t, testAllowlist)
-	o := ownerClient(t, s)
 	ctx := testCtx(t)
+	// A connection of its own: rawConn's 10 s deadline is shorter than the test.
+	o, err := wire.Dial(ctx, filepath.Join(s.Dir(), "umbilical.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if _, err := o.Hello(ctx, wire.RoleOwner, ownerToken(t, s)); err != nil {
+		t.Fatal(err)
+	}
 	tick := time.NewTicker(time.Second / 40)
 	defer tick.Stop()
-	for i := 0; i < 160; i++ {
+	// 8 s: the old per-connection limit (a burst of 100, 20 a second)
+	// refused this traffic after about 5 s.
+	for i := 0; i < 320; i++ {
 		<-tick.C
 		if _, err := o.List(ctx); err != nil {
 			t.Fatalf("sequential request %d at 40/s: %v", i, err)

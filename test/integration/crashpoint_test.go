@@ -221,7 +221,7 @@ func requireNothingLeft(t *testing.T, b crashBackend, base, allow, what string) 
 			return found
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: left behind after the next root:\n  %s", what, strings.Join(left, "\n  "))
+			t.Fatalf("%s: left behind after the next root:\n  %s\nthe next root's log:\n%s", what, strings.Join(left, "\n  "), log.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
