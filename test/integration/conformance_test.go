@@ -15,11 +15,25 @@ import (
 )
 
 // conformanceAllowlist adds to the test allowlist a cell that exits at
-// once and one that never becomes ready.
+// once, one that never becomes ready, one that starts only once (@ONCE@ is
+// its marker file) and one that fails past its restart limit at its
+// second crash.
 const conformanceAllowlist = testAllowlist + `
 [cell.broken]
 exec = "/bin/false"
 backend = "process"
+
+[cell.once]
+exec = "@BIN@/testcell"
+args = ["-once", "@ONCE@"]
+backend = "process"
+
+[cell.crasher]
+exec = "@BIN@/testcell"
+backend = "process"
+restart = "on-failure"
+restart_limit = 1
+restart_window = 60
 
 [cell.sleeper]
 exec = "/bin/sleep"
@@ -148,6 +162,29 @@ func conformanceCases(t *testing.T) map[wire.Code]provoke {
 			send(c, `{"id":2,"op":"spawn","name":"broken"}`)
 			return c
 		},
+		wire.CodeUpgradeFailed: func(t *testing.T, s *cell.Session) net.Conn {
+			// The first instance starts; its upgrade's new one exits at once.
+			if _, err := s.Grow(testCtx(t), "once"); err != nil {
+				t.Fatalf("grow once: %v", err)
+			}
+			c := owner(t, s)
+			send(c, `{"id":2,"op":"upgrade","name":"once"}`)
+			return c
+		},
+		wire.CodeCellFailed: func(t *testing.T, s *cell.Session) net.Conn {
+			// One crash is restarted; the second is past the limit.
+			for i := 0; i < 2; i++ {
+				conn, err := s.Grow(testCtx(t), "crasher")
+				if err != nil {
+					t.Fatalf("grow crasher (crash %d): %v", i, err)
+				}
+				conn.Call(testCtx(t), "crash", nil) // the cell exits under the call
+				conn.Close()
+			}
+			c := owner(t, s)
+			send(c, `{"id":2,"op":"await_failure"}`)
+			return c
+		},
 		wire.CodeNotFound: func(t *testing.T, s *cell.Session) net.Conn {
 			c := owner(t, s)
 			send(c, `{"id":2,"op":"stop","name":"nosuch"}`)
@@ -237,7 +274,8 @@ func (p *prefixed) Read(b []byte) (int, error) {
 // against a live root: each code is provoked, its reply read, and the
 // connection checked to be open or closed as the row says.
 func TestUmbilicalConformance(t *testing.T) {
-	s, _ := startSession(t, conformanceAllowlist)
+	once := filepath.Join(t.TempDir(), "started")
+	s, _ := startSession(t, strings.ReplaceAll(conformanceAllowlist, "@ONCE@", once))
 	cases := conformanceCases(t)
 	rows := docErrorTable(t)
 	seen := map[wire.Code]bool{}

@@ -22,9 +22,18 @@ import (
 func main() {
 	idle := flag.Duration("idle", time.Minute, "exit after this long without a connection")
 	block := flag.Bool("block", false, "only sleep until killed (a child for the fork probe)")
+	once := flag.String("once", "", "start only once: exit 1 when this file exists, else create it (an upgrade that fails)")
 	flag.Parse()
 	if *block {
 		select {}
+	}
+	if *once != "" {
+		f, err := os.OpenFile(*once, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testcell: started once already:", err)
+			os.Exit(1)
+		}
+		f.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
