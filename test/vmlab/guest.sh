@@ -48,12 +48,13 @@ host_ms=$(cat "$mnt/host-calibration-ms" 2>/dev/null || echo 0)
 t0=$(date +%s%N)
 head -c 32M /dev/zero | sha256sum >/dev/null
 guest_ms=$((($(date +%s%N) - t0) / 1000000))
-time_scale=1
+time_scale=1 slowdown=1
 if [[ $host_ms =~ ^[0-9]+$ && $host_ms -gt 0 ]]; then
 	time_scale=$(awk -v g="$guest_ms" -v h="$host_ms" -v r="$reference_slowdown" \
 		'BEGIN { s = g / h / r; if (s < 1) s = 1; printf "%.2f", s }')
+	slowdown=$(awk -v g="$guest_ms" -v h="$host_ms" 'BEGIN { s = g / h; if (s < 1) s = 1; printf "%.2f", s }')
 fi
-echo "vmlab guest: calibration ${guest_ms} ms here, ${host_ms} ms on the host (slowdown $((guest_ms / (host_ms > 0 ? host_ms : 1)))x); waits scaled by $time_scale"
+echo "vmlab guest: calibration ${guest_ms} ms here, ${host_ms} ms on the host (slowdown ${slowdown}x); waits scaled by $time_scale"
 
 # The user's environment: what a login session under systemd would give.
 user_env=(
@@ -66,6 +67,7 @@ user_env=(
 	CELL_VMLAB_DISK="$mnt"
 	CELL_VMLAB_EXTRA="$mnt/extra"
 	CELL_TIME_SCALE="$time_scale"
+	CELL_VMLAB_SLOWDOWN="$slowdown"
 )
 as_user() { runuser -u "$user" -- env -i "${user_env[@]}" "$@"; }
 

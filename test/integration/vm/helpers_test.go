@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +134,16 @@ func journalEntries(t *testing.T, match string) []map[string]any {
 		}
 	}
 	return entries
+}
+
+// vmSlowdown is how many times slower this guest ran the lab's calibration
+// job than the host did ($CELL_VMLAB_SLOWDOWN, set by guest.sh), for the
+// figures a test must reach at the host's speed.
+func vmSlowdown(t *testing.T) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(os.Getenv("CELL_VMLAB_SLOWDOWN"), 64)
+	if err != nil || f < 1 {
+		t.Fatalf("CELL_VMLAB_SLOWDOWN=%q: the lab's guest.sh must set it to a number of at least 1", os.Getenv("CELL_VMLAB_SLOWDOWN"))
+	}
+	return f
 }

@@ -113,8 +113,11 @@ func TestScopeUpgradeWithoutDowntime(t *testing.T) {
 	if failed.Load() != 0 || refused.Load() != 0 {
 		t.Errorf("across the upgrades: %d failed calls, %d refused connections, want 0 and 0", failed.Load(), refused.Load())
 	}
-	if rate < 1000 {
-		t.Errorf("the client made %.0f calls/s, want at least 1000 for the proof to count", rate)
+	// 1,000 calls a second at the host's speed: the guest runs the same
+	// work this many times slower (the lab's calibration).
+	slowdown := vmSlowdown(t)
+	if want := 1000 / slowdown; rate < want {
+		t.Errorf("the client made %.0f calls/s, want at least %.0f (1000 at host speed, %.1fx slower here) for the proof to count", rate, want, slowdown)
 	}
 	// Every replaced scope is gone.
 	for u := range units {
