@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -81,6 +82,38 @@ type State struct {
 	// AllowlistErr is set when the allowlist could not be loaded: every
 	// request is denied with it as the reason.
 	AllowlistErr error
+	// KeyFits, when set, says whether a key can name a socket of the
+	// session (its path must fit sun_path); a key that cannot is BadName.
+	KeyFits func(key string) error
+	// Vetted is set once the root's check of the allowed spec (pins,
+	// signatures, builds) has run; VetErr is its refusal, which makes the
+	// decision Unverified. Before it runs, Decide decides as if it passed.
+	Vetted bool
+	VetErr error
+}
+
+// ErrBadKey is wrapped by every error of KeyOf.
+var ErrBadKey = errors.New("policy: bad cell key")
+
+// KeyOf is the one place a requested name and instance become an instance
+// key: both must pass the name rule, and the key must fit a socket of the
+// session (fits, when set). The requester gets bad_name for anything else.
+func KeyOf(name, instance string, fits func(key string) error) (string, error) {
+	if err := cellspec.CheckName(name); err != nil {
+		return "", fmt.Errorf("%w: name: %w", ErrBadKey, err)
+	}
+	if instance != "" {
+		if err := cellspec.CheckName(instance); err != nil {
+			return "", fmt.Errorf("%w: instance: %w", ErrBadKey, err)
+		}
+	}
+	key := cellspec.Key(name, instance)
+	if fits != nil {
+		if err := fits(key); err != nil {
+			return "", fmt.Errorf("%w: key %q cannot be a socket in this session dir: %w", ErrBadKey, key, err)
+		}
+	}
+	return key, nil
 }
 
 // Decision is the answer to one request.
@@ -109,7 +142,8 @@ var autoOrder = []cellspec.Backend{cellspec.Scope, cellspec.Podman, cellspec.Bwr
 // allowlist loaded, valid names, cell listed, spawn edge (the owner may
 // spawn any listed cell, a cell only those in its spawn list), depth, cells
 // in the session, instances of the cell, backend available, limits
-// enforceable, every capsid layer applied or accepted as missing. The order puts facts about the request before facts about
+// enforceable, every capsid layer applied or accepted as missing, and the
+// root's check of the result (Vetted, VetErr). The order puts facts about the request before facts about
 // the session, so the same request is denied the same way however busy the
 // session is.
 func Decide(req Request, al *allowlist.File, st State) Decision {
@@ -129,13 +163,8 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 	case al == nil:
 		return deny(NoAllowlist, "no cell may run: no allowlist is loaded")
 	}
-	if err := cellspec.CheckName(req.Name); err != nil {
-		return deny(BadName, "%s asked for a cell by an invalid name: %v", who, err)
-	}
-	if req.Instance != "" {
-		if err := cellspec.CheckName(req.Instance); err != nil {
-			return deny(BadName, "%s asked for cell %q with an invalid instance name: %v", who, req.Name, err)
-		}
+	if _, err := KeyOf(req.Name, req.Instance, st.KeyFits); err != nil {
+		return deny(BadName, "%s asked for cell %q by an invalid name or key: %v", who, req.Name, err)
 	}
 	if req.Requester != "" {
 		if err := cellspec.CheckName(req.Requester); err != nil {
@@ -216,6 +245,10 @@ func Decide(req Request, al *allowlist.File, st State) Decision {
 		Limits:         c.Limits,
 		LimitsEnforced: enforced,
 		Restart:        c.Restart,
+	}
+	if st.Vetted && st.VetErr != nil {
+		return Decision{Depth: d.Depth, Spec: d.Spec, Code: Unverified,
+			Reason: fmt.Sprintf("cell %q failed verification: %v", req.Name, st.VetErr)}
 	}
 	return d
 }

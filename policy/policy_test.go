@@ -170,3 +170,37 @@ func TestDecideSpec(t *testing.T) {
 		t.Errorf("cone with accepted unenforced limits = %+v", d)
 	}
 }
+
+func TestKeyOf(t *testing.T) {
+	if key, err := KeyOf("eye", "left", nil); err != nil || key != "eye@left" {
+		t.Fatalf("KeyOf(eye, left) = %q, %v", key, err)
+	}
+	tooLong := errors.New("too long for sun_path")
+	for _, tc := range []struct{ name, instance string }{{"../x", ""}, {"eye", "a@b"}, {"", ""}, {"eye", "x/y"}} {
+		if _, err := KeyOf(tc.name, tc.instance, nil); !errors.Is(err, ErrBadKey) {
+			t.Errorf("KeyOf(%q, %q): %v, want ErrBadKey", tc.name, tc.instance, err)
+		}
+	}
+	if _, err := KeyOf("eye", "", func(string) error { return tooLong }); !errors.Is(err, ErrBadKey) || !errors.Is(err, tooLong) {
+		t.Errorf("a key that does not fit: %v", err)
+	}
+}
+
+// The vetting hook's outcome is part of the decision: a refusal is
+// Unverified, with the spec named; before it ran, Decide allows.
+func TestDecideVetOutcome(t *testing.T) {
+	st := hybridHost()
+	req := Request{Name: "eye"}
+	if d := Decide(req, testAllowlist(), st); !d.Allow {
+		t.Fatalf("before vetting: %+v", d)
+	}
+	st.Vetted, st.VetErr = true, errors.New("sha256 mismatch")
+	d := Decide(req, testAllowlist(), st)
+	if d.Allow || d.Code != Unverified || !strings.Contains(d.Reason, "sha256 mismatch") || d.Spec.Exec == "" {
+		t.Fatalf("after a failed vet: %+v", d)
+	}
+	st.VetErr = nil
+	if d := Decide(req, testAllowlist(), st); !d.Allow {
+		t.Fatalf("after a passed vet: %+v", d)
+	}
+}

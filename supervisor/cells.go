@@ -89,17 +89,10 @@ func (e *cellEntry) instancesLocked() []*instance {
 // spawn decides a spawn request and, when allowed, launches the cell and
 // waits until it serves: it has taken the listener the root bound for it.
 func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
-	if err := cellspec.CheckName(req.Name); err != nil {
-		return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("name: %v", err))
-	}
-	if req.Instance != "" {
-		if err := cellspec.CheckName(req.Instance); err != nil {
-			return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("instance: %v", err))
-		}
-	}
-	key := cellspec.Key(req.Name, req.Instance)
-	if err := rundir.CheckSocketPath(s.dir, key); err != nil {
-		return errorReply(req.ID, wire.CodeBadName, "", fmt.Sprintf("key %q cannot be a socket in this session dir: %v", key, err))
+	// A bad name is a protocol error (bad_name), not a decision to audit.
+	key, err := policy.KeyOf(req.Name, req.Instance, s.keyFits)
+	if err != nil {
+		return errorReply(req.ID, wire.CodeBadName, "", err.Error())
 	}
 
 	dec, entry, joined, err := s.admit(who, req, key)
@@ -151,11 +144,11 @@ var errShuttingDown = errors.New("the session is ending")
 
 // admit decides a spawn request and then reserves a new instance or joins
 // the running one (joined). The vetting hook does I/O (hashing a binary), so
-// it runs without the lock, and the decision is taken again afterwards: the
+// it runs without the lock, and policy decides again with its outcome: the
 // session may have changed meanwhile. err is errShuttingDown, or a failure to
 // reserve.
 func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Decision, entry *cellEntry, joined bool, err error) {
-	vetted := s.cfg.Vet == nil
+	vet := vetOutcome{done: s.cfg.Vet == nil}
 	for {
 		s.mu.Lock()
 		if s.closing {
@@ -163,7 +156,7 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 			return dec, nil, false, errShuttingDown
 		}
 		existing := s.cells[key]
-		dec = s.decideLocked(who, req, existing)
+		dec = s.decideLocked(who, req, existing, vet)
 		switch {
 		case !dec.Allow:
 			s.mu.Unlock()
@@ -179,18 +172,20 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 		case existing != nil:
 			s.mu.Unlock()
 			return dec, existing, true, nil
-		case vetted:
+		case vet.done:
 			entry = s.reserveLocked(who, dec)
 			s.mu.Unlock()
 			return dec, entry, false, nil
 		}
 		s.mu.Unlock()
-		if err := s.cfg.Vet(s.life, dec.Spec); err != nil {
-			return policy.Decision{Code: policy.Unverified, Spec: dec.Spec,
-				Reason: fmt.Sprintf("cell %q failed verification: %v", dec.Spec.Name, err)}, nil, false, nil
-		}
-		vetted = true
+		vet = vetOutcome{done: true, err: s.cfg.Vet(s.life, dec.Spec)}
 	}
+}
+
+// vetOutcome is what the vetting hook said of a request's spec, for policy.
+type vetOutcome struct {
+	done bool
+	err  error
 }
 
 // awaitLeft blocks until e, being stopped, has left the table.
@@ -213,22 +208,33 @@ func (s *Session) awaitLeft(e *cellEntry) error {
 	return nil
 }
 
-// decideLocked runs policy for a request, and refuses backends this root
-// has no implementation of.
-func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry) policy.Decision {
-	dec := policy.Decide(policy.Request{
+// decideLocked runs policy for a request: the one place a spawn is decided.
+func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry, vet vetOutcome) policy.Decision {
+	st := s.policyStateLocked(existing)
+	st.Vetted, st.VetErr = vet.done && s.cfg.Vet != nil, vet.err
+	return policy.Decide(policy.Request{
 		Requester:      who.name,
 		RequesterDepth: who.depth,
 		Name:           req.Name,
 		Instance:       req.Instance,
-	}, s.cfg.Allowlist, s.policyStateLocked(existing))
-	if dec.Allow && existing == nil {
-		if _, ok := s.cfg.Backends[dec.Spec.Backend]; !ok {
-			return policy.Decision{Code: policy.BackendUnavailable,
-				Reason: fmt.Sprintf("backend %q is not wired into this root", dec.Spec.Backend)}
+	}, s.cfg.Allowlist, st)
+}
+
+// keyFits says whether key can name a socket of this session dir.
+func (s *Session) keyFits(key string) error { return rundir.CheckSocketPath(s.dir, key) }
+
+// wiredCapabilities is what policy may choose from: the probed capability
+// of every backend this root has a launcher for; one it has none for is
+// unavailable, with that reason.
+func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
+	caps := make(map[cellspec.Backend]policy.Capability, len(s.cfg.Capabilities))
+	for b, c := range s.cfg.Capabilities {
+		if _, ok := s.cfg.Backends[b]; !ok {
+			c = policy.Capability{Reason: fmt.Sprintf("backend %q is not wired into this root", b)}
 		}
+		caps[b] = c
 	}
-	return dec
+	return caps
 }
 
 // policyStateLocked counts the session for policy; the instance a request
@@ -236,8 +242,9 @@ func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry) 
 func (s *Session) policyStateLocked(joining *cellEntry) policy.State {
 	st := policy.State{
 		Instances:    map[string]int{},
-		Backends:     s.cfg.Capabilities,
+		Backends:     s.wiredCapabilities(),
 		AllowlistErr: s.cfg.AllowlistErr,
+		KeyFits:      s.keyFits,
 	}
 	for _, e := range s.cells {
 		if e == joining {
