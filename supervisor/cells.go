@@ -224,12 +224,12 @@ func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry, 
 func (s *Session) keyFits(key string) error { return rundir.CheckSocketPath(s.dir, key) }
 
 // wiredCapabilities is what policy may choose from: the probed capability
-// of every backend this root has a launcher for; one it has none for is
-// unavailable, with that reason.
+// of every backend; an available one this root has no launcher for is
+// unavailable, with that reason (an unavailable one keeps its own).
 func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
 	caps := make(map[cellspec.Backend]policy.Capability, len(s.cfg.Capabilities))
 	for b, c := range s.cfg.Capabilities {
-		if _, ok := s.cfg.Backends[b]; !ok {
+		if _, ok := s.cfg.Backends[b]; !ok && c.Available {
 			c = policy.Capability{Reason: fmt.Sprintf("backend %q is not wired into this root", b)}
 		}
 		caps[b] = c
