@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellproject/cell/internal/testutil"
+
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/internal/rundir"
 	"github.com/cellproject/cell/wire"
@@ -32,7 +34,7 @@ backend = "bwrap"
 // waitFor polls cond for up to ten seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testutil.Scaled(t, 10*time.Second))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
