@@ -57,6 +57,8 @@ integration-vm:
 	$(GO) build -o $(VMLAB_EXTRA)/bin/ ./cmd/cellroot ./cmd/cellroot-podman ./examples/... ./test/integration/cells/...
 	cp deploy/systemd/cellroot.socket deploy/systemd/cellroot@.service $(VMLAB_EXTRA)/deploy/
 	cp examples/allowlist.toml.in $(VMLAB_EXTRA)/
+	# The capsid's static C program, built here: the lab image has no compiler.
+	gcc -static -O1 -pthread -o $(VMLAB_EXTRA)/bin/cprog test/integration/testdata/cprog.c
 	VMLAB_EXTRA=$(abspath $(VMLAB_EXTRA)) bash test/vmlab/run.sh
 
 # Installs cellroot for this user with the socket-activated session root

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellproject/cell/internal/testutil"
+	"github.com/cellproject/cell/internal/testutil/harness"
 	"github.com/cellproject/cell/test/integration/capsidprobe"
 )
 
@@ -37,6 +39,14 @@ limits = { memory = "256M" }
 exec = "@BIN@/testcell"
 backend = "podman"
 limits = { memory = "256M" }
+
+[cell.cscope]
+exec = "@BIN@/cprog"
+backend = "scope"
+
+[cell.cpodman]
+exec = "@BIN@/cprog"
+backend = "podman"
 `
 
 // TestCapsidScopeAndPodman5 runs the capsid's probes on the scope backend
@@ -77,5 +87,20 @@ func TestCapsidScopeAndPodman5(t *testing.T) {
 	}
 	if capsidprobe.RawEmit(log.String()) {
 		t.Error("a raw escape sequence or carriage return of a cell reached the root's output")
+	}
+
+	// The static C program (glibc, built on the host by make
+	// integration-vm) runs to its end on scope and on Podman 5.
+	harness.BinDir(t, "cprog")
+	for _, c := range []string{"cscope", "cpodman"} {
+		s.Grow(testCtx(t, time.Minute), c) // it exits instead of serving: the grow fails
+		want := "[" + c + "] cprog static glibc ok"
+		deadline := time.Now().Add(testutil.Scaled(t, 60*time.Second))
+		for !strings.Contains(log.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never printed %q", c, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }
