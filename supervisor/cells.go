@@ -540,8 +540,7 @@ func (s *Session) writeRecordLocked() {
 			}
 		}
 	}
-	path := rundir.RecordPath(s.cfg.Base, s.id)
-	tmp := path + ".tmp"
+	path, tmp := rundir.RecordPath(s.cfg.Base, s.id), rundir.RecordTempPath(s.cfg.Base, s.id)
 	err := os.WriteFile(tmp, buf, 0o600)
 	if err == nil {
 		err = os.Rename(tmp, path)

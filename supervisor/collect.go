@@ -40,6 +40,7 @@ func Collect(base string, log *zap.Logger) ([]string, error) {
 			errs = append(errs, fmt.Errorf("collect session %s: %w", id, err))
 		}
 		os.Remove(rundir.RecordPath(base, id))
+		os.Remove(rundir.RecordTempPath(base, id))
 		os.Remove(lock.Name())
 		lock.Close()
 		log.Info("collected dead session", zap.String("session", id), zap.Int("killed", killed))

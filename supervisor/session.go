@@ -265,6 +265,7 @@ func (s *Session) removeFiles() {
 		s.cfg.Log.Error("remove session dir", zap.Error(err))
 	}
 	os.Remove(rundir.RecordPath(s.cfg.Base, s.id))
+	os.Remove(rundir.RecordTempPath(s.cfg.Base, s.id))
 	if s.rootLock != nil {
 		os.Remove(s.rootLock.Name())
 		s.rootLock.Close()

@@ -79,6 +79,8 @@ func TestCollect(t *testing.T) {
 	}
 	record := fmt.Sprintf("%d %d eye\n%d %d reused\ngarbage line\n", leftover.Process.Pid, start, bystander.Process.Pid, start+12345)
 	os.WriteFile(rundir.RecordPath(base, dead), []byte(record), 0o600)
+	// A root killed while it rewrote the record leaves the temporary file.
+	os.WriteFile(rundir.RecordTempPath(base, dead), []byte(record), 0o600)
 	os.WriteFile(rundir.RootLockPath(base, dead), nil, 0o600)
 	os.WriteFile(filepath.Join(deadDir, "eye.sock"), nil, 0o600)
 
@@ -104,7 +106,7 @@ func TestCollect(t *testing.T) {
 	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatal("a process whose start time did not match was killed")
 	}
-	for _, p := range []string{deadDir, rundir.RecordPath(base, dead), rundir.RootLockPath(base, dead)} {
+	for _, p := range []string{deadDir, rundir.RecordPath(base, dead), rundir.RecordTempPath(base, dead), rundir.RootLockPath(base, dead)} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s survived the collection", p)
 		}

@@ -107,6 +107,10 @@ func RootLockPath(base, id string) string { return filepath.Join(base, id+".lock
 // reason as RootLockPath.
 func RecordPath(base, id string) string { return filepath.Join(base, id+".cells") }
 
+// RecordTempPath is where the record is written before it is renamed over
+// RecordPath: a root killed in between leaves it, so collection removes it.
+func RecordTempPath(base, id string) string { return RecordPath(base, id) + ".tmp" }
+
 // LockPath is the single-instance lock of the cell instance key.
 func LockPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".lock") }
 
