@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,8 +19,7 @@ import (
 )
 
 func runAllow(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("allow", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("allow", stderr)
 	alFlag := fl.String("allowlist", "", "allowlist file (default $CELL_ALLOWLIST, else $XDG_CONFIG_HOME/cell/allowlist.toml)")
 	cacheDir := fl.String("cache-dir", "", "build cache the grants point into (default $XDG_CACHE_HOME/cell)")
 	yes := fl.Bool("yes", false, "grant without asking (for scripts)")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,13 +21,11 @@ import (
 )
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("doctor", stderr)
 	alPath := fl.String("allowlist", "", "allowlist file to check (default as for serve)")
 	bwrapBin := fl.String("bwrap", "", "bubblewrap binary (default bwrap on PATH)")
 	podmanBin := fl.String("podman", "", "podman binary (default podman on PATH)")
-	fl.Usage = func() {
-		fmt.Fprint(stderr, `Usage: cellroot doctor [flags]
+	setUsage(fl, `Usage: cellroot doctor [flags]
 
 Reports what this machine can do for Cell: the runtime dir, the allowlist,
 each backend (available or not, whether it can enforce resource limits,
@@ -38,13 +35,8 @@ but is invalid or no sandboxing backend is available.
 
 Flags:
 `)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
 	}
 	code := 0
 	base, err := rundir.Base()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,8 +13,7 @@ import (
 )
 
 func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("keygen", stderr)
 	out := fl.String("out", "", "private key file (default $XDG_CONFIG_HOME/cell/keys/NAME.key)")
 	addTrust := fl.Bool("trust", false, "also add the public key to trust.toml as [key.NAME]")
 	name, code, ok := parseApp(fl, args, `Usage: cellroot keygen [flags] NAME

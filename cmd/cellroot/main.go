@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -120,4 +122,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "cellroot: unknown command %q\n\n%s", name, usage())
 	return 2
+}
+
+// newFlags is a subcommand's flag set; its errors and help go to stderr.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fl := flag.NewFlagSet(name, flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	return fl
+}
+
+// setUsage makes --help print text, then the flags.
+func setUsage(fl *flag.FlagSet, text string) {
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), text)
+		fl.PrintDefaults()
+	}
+}
+
+// parseFlags parses a subcommand's flags; when it returns false the
+// command ends with code: 0 after --help, 2 after a bad flag.
+func parseFlags(fl *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
 }

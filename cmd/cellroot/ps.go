@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -17,11 +15,9 @@ import (
 )
 
 func runPs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("ps", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("ps", stderr)
 	asJSON := fl.Bool("json", false, "print the sessions as JSON")
-	fl.Usage = func() {
-		fmt.Fprint(stderr, `Usage: cellroot ps [--json]
+	setUsage(fl, `Usage: cellroot ps [--json]
 
 Shows every live session of this user and its cells as a tree: name, backend,
 pid or container id, state and uptime. It asks each session's root over its
@@ -29,13 +25,8 @@ umbilical, as an observer that may only list.
 
 Flags:
 `)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
 	}
 	base, err := rundir.Base()
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,15 +41,9 @@ func (f *appFlags) options(stdout, stderr io.Writer) (app.Options, error) {
 
 // parseApp parses a command's flags and its one APPDIR argument.
 func parseApp(fl *flag.FlagSet, args []string, usage string) (string, int, bool) {
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), usage+"\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return "", 0, false
-		}
-		return "", 2, false
+	setUsage(fl, usage+"\nFlags:\n")
+	if code, ok := parseFlags(fl, args); !ok {
+		return "", code, false
 	}
 	if fl.NArg() != 1 {
 		fmt.Fprintf(fl.Output(), "cellroot %s: exactly one APPDIR is required\n", fl.Name())
@@ -61,8 +54,7 @@ func parseApp(fl *flag.FlagSet, args []string, usage string) (string, int, bool)
 }
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("run", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("run", stderr)
 	var af appFlags
 	af.register(fl)
 	holdFor := fl.Duration("for", 0, "end the session after this long (default: run until SIGINT or SIGTERM)")
@@ -147,8 +139,7 @@ The cells must be granted in the allowlist first: see "cellroot allow".
 }
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("build", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("build", stderr)
 	var af appFlags
 	af.register(fl)
 	dir, code, ok := parseApp(fl, args, `Usage: cellroot build [flags] APPDIR

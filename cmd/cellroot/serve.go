@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -25,8 +24,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
-	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("serve", stderr)
 	fd := fl.Int("umbilical-fd", -1, "inherited file descriptor of the owner's connected umbilical socket (what the SDK passes)")
 	listen := fl.String("listen", "", "accept the owner's umbilical as the first connection on this socket path instead")
 	activated := fl.Bool("systemd-activation", false, "take the owner's umbilical from systemd socket activation (one connection, Accept=yes; see deploy/systemd)")
@@ -38,8 +36,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	stopGrace := fl.Duration("stop-grace", 3*time.Second, "time between SIGTERM and SIGKILL when stopping a cell")
 	logFormat := fl.String("log-format", "console", "log format on stderr: console or json")
 	cellOutput := fl.Bool("cell-output", true, "copy the cells' stdout and stderr to stderr, prefixed with the cell's name")
-	fl.Usage = func() {
-		fmt.Fprint(stderr, `Usage: cellroot serve (--umbilical-fd N | --listen PATH | --systemd-activation) [flags]
+	setUsage(fl, `Usage: cellroot serve (--umbilical-fd N | --listen PATH | --systemd-activation) [flags]
 
 Runs one session root. It ends, after stopping every cell and removing the
 session dir, when the owner's umbilical connection closes or on SIGTERM/SIGINT.
@@ -47,13 +44,8 @@ At start it collects what dead sessions of this user left behind.
 
 Flags:
 `)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
 	}
 	sources := 0
 	for _, set := range []bool{*fd >= 0, *listen != "", *activated} {

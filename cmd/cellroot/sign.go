@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -12,11 +10,9 @@ import (
 )
 
 func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("sign", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("sign", stderr)
 	keyFile := fl.String("key", "", "private key file made by cellroot keygen (required)")
-	fl.Usage = func() {
-		fmt.Fprint(stderr, `Usage: cellroot sign --key FILE PATH...
+	setUsage(fl, `Usage: cellroot sign --key FILE PATH...
 
 Signs cells with an ed25519 key. PATH is an app folder (every cell in it),
 a cell folder (APPDIR/cells/NAME: writes NAME's Cell.sig over the sha256 of
@@ -26,13 +22,8 @@ its signature verifies against a key of trust.toml.
 
 Flags:
 `)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
 	}
 	if *keyFile == "" || fl.NArg() == 0 {
 		fl.Usage()

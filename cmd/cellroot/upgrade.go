@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,13 +11,11 @@ import (
 )
 
 func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("upgrade", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newFlags("upgrade", stderr)
 	var af appFlags
 	af.register(fl)
 	build := fl.String("build", "", "build the cells of this APPDIR first (a fresh build of CELL)")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), `Usage: cellroot upgrade [--build APPDIR] [flags] CELL
+	setUsage(fl, `Usage: cellroot upgrade [--build APPDIR] [flags] CELL
 
 Replaces the running cell CELL of a session with a new instance without
 refusing a connection: the root starts the new instance from the binary the
@@ -35,13 +31,8 @@ upgrades an app's cells itself.
 
 Flags:
 `)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
 	}
 	if fl.NArg() != 1 {
 		fmt.Fprintln(stderr, "cellroot upgrade: exactly one CELL is required")
