@@ -16,8 +16,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/cellproject/cell/internal/rootlog"
+
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/podmanhelper"
@@ -39,7 +40,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cellroot-podman: --base is required and nothing else; the session root runs this helper, not people")
 		return 2
 	}
-	log, err := newLogger(*logFormat, stderr)
+	log, err := rootlog.New("cellroot-podman", *logFormat, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "cellroot-podman: %v\n", err)
 		return 2
@@ -83,19 +84,4 @@ func (b backend) Launch(ctx context.Context, spec cellspec.Spec) (podmanhelper.C
 		return nil, err
 	}
 	return in, nil
-}
-
-func newLogger(format string, w io.Writer) (*zap.Logger, error) {
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	switch format {
-	case "json":
-		enc = zapcore.NewJSONEncoder(encCfg)
-	case "console":
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	default:
-		return nil, fmt.Errorf("unknown log format %q (console or json)", format)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zapcore.InfoLevel)).Named("cellroot-podman"), nil
 }

@@ -10,9 +10,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/cellproject/cell/internal/rootlog"
+
 	"github.com/coreos/go-systemd/v22/activation"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/internal/audit"
@@ -58,7 +59,7 @@ Flags:
 		fl.Usage()
 		return 2
 	}
-	log, err := newLogger(*logFormat, stderr)
+	log, err := rootlog.New("cellroot", *logFormat, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "cellroot serve: %v\n", err)
 		return 2
@@ -223,19 +224,4 @@ func fileConn(f *os.File, what string) (net.Conn, error) {
 		return nil, fmt.Errorf("umbilical %s is not a unix socket", what)
 	}
 	return conn, nil
-}
-
-func newLogger(format string, w io.Writer) (*zap.Logger, error) {
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	switch format {
-	case "json":
-		enc = zapcore.NewJSONEncoder(encCfg)
-	case "console":
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	default:
-		return nil, fmt.Errorf("unknown log format %q (console or json)", format)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zapcore.InfoLevel)).Named("cellroot"), nil
 }
