@@ -127,6 +127,11 @@ func serve(ctx context.Context, log *zap.Logger, o serveOptions) error {
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*o.stopGrace+5*time.Second)
 		defer cancel()
+		// Once more at the end: a root killed just before this one started
+		// may have left a Podman helper that still held its lock then.
+		if err := set.CollectDead(ctx, base); err != nil {
+			log.Warn("collecting dead sessions in the backends", zap.Error(err))
+		}
 		if err := set.Close(ctx); err != nil {
 			log.Warn("closing the backends", zap.Error(err))
 		}
