@@ -47,6 +47,12 @@ type ring struct {
 	data []byte // power-of-two length
 	mask uint64
 	pos  uint64 // our own index: head for a consumer, tail for a producer
+	// peer is the peer's index as we last loaded and checked it (tail for
+	// a consumer, head for a producer). Loading the peer's word costs a
+	// cache miss whenever the peer moved it, so we load it again only when
+	// the stale value leaves us without data (or space): a stale tail
+	// under-counts the data, a stale head the space, both safely.
+	peer uint64
 
 	dataEv  event // the consumer sleeps here
 	spaceEv event // the producer sleeps here
@@ -70,24 +76,29 @@ func (r *ring) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	avail, err := r.waitData()
+	if err != nil {
+		return 0, err
+	}
+	n := int(min(avail, uint64(len(p))))
+	r.copyOut(p[:n])
+	r.pos += uint64(n)
+	atomic.StoreUint64(r.word(offHead), r.pos)
+	if atomic.LoadUint32(r.flag(offWaiting)) != 0 {
+		r.spaceEv.signal()
+	}
+	return n, nil
+}
+
+// waitData waits until the ring holds data and says how much.
+func (r *ring) waitData() (uint64, error) {
 	var deadline time.Time
 	for spins := 0; ; spins++ {
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
-		avail := atomic.LoadUint64(r.word(offTail)) - r.pos
-		if avail > uint64(len(r.data)) {
-			return 0, fmt.Errorf("%w: %d bytes available in a ring of %d", ErrCorrupt, avail, len(r.data))
-		}
-		if avail > 0 {
-			n := int(min(avail, uint64(len(p))))
-			r.copyOut(p[:n])
-			r.pos += uint64(n)
-			atomic.StoreUint64(r.word(offHead), r.pos)
-			if atomic.LoadUint32(r.flag(offWaiting)) != 0 {
-				r.spaceEv.signal()
-			}
-			return n, nil
+		if avail, err := r.available(); err != nil || avail > 0 {
+			return avail, err
 		}
 		if r.spin(spins, &deadline) {
 			continue
@@ -95,14 +106,47 @@ func (r *ring) read(p []byte) (int, error) {
 		// Announce the sleep, then look again: a producer that published
 		// before seeing the flag is caught by the second look.
 		atomic.StoreUint32(r.flag(offSleeping), 1)
-		if atomic.LoadUint64(r.word(offTail)) == r.pos {
-			if err := r.dataEv.wait(); err != nil {
-				return 0, ErrClosed
-			}
+		avail, err := r.available()
+		if err == nil && avail == 0 && r.dataEv.wait() != nil {
+			err = ErrClosed
 		}
 		atomic.StoreUint32(r.flag(offSleeping), 0)
+		if err != nil || avail > 0 {
+			return avail, err
+		}
 		spins, deadline = 0, time.Time{}
 	}
+}
+
+// available is the count of bytes to read, loading the producer's tail
+// only when the one seen last is used up.
+func (r *ring) available() (uint64, error) {
+	if avail := r.peer - r.pos; avail > 0 {
+		return avail, nil
+	}
+	tail := atomic.LoadUint64(r.word(offTail))
+	avail := tail - r.pos
+	if avail > uint64(len(r.data)) {
+		return 0, fmt.Errorf("%w: %d bytes available in a ring of %d", ErrCorrupt, avail, len(r.data))
+	}
+	r.peer = tail
+	return avail, nil
+}
+
+// free is the space to write, at least want bytes if the ring has them,
+// loading the consumer's head only when the one seen last leaves less.
+func (r *ring) free(want uint64) (uint64, error) {
+	size := uint64(len(r.data))
+	if free := size - (r.pos - r.peer); free >= want {
+		return free, nil
+	}
+	head := atomic.LoadUint64(r.word(offHead))
+	used := r.pos - head
+	if used > size {
+		return 0, fmt.Errorf("%w: %d bytes in use in a ring of %d", ErrCorrupt, used, size)
+	}
+	r.peer = head
+	return size - used, nil
 }
 
 // spin says whether to keep spinning: for spinFor after the first empty look.
@@ -142,11 +186,10 @@ func (r *ring) write(bufs [][]byte) error {
 			if r.closed.Load() {
 				return ErrClosed
 			}
-			used := r.pos - atomic.LoadUint64(r.word(offHead))
-			if used > uint64(len(r.data)) {
-				return fmt.Errorf("%w: %d bytes in use in a ring of %d", ErrCorrupt, used, len(r.data))
+			free, err := r.free(uint64(len(b)))
+			if err != nil {
+				return err
 			}
-			free := uint64(len(r.data)) - used
 			if free == 0 {
 				if r.pos != published {
 					r.publish()
@@ -182,19 +225,21 @@ func (r *ring) waitSpace() error {
 		if r.closed.Load() {
 			return ErrClosed
 		}
-		if r.pos-atomic.LoadUint64(r.word(offHead)) < uint64(len(r.data)) {
-			return nil
+		if free, err := r.free(1); err != nil || free > 0 {
+			return err
 		}
 		if r.spin(spins, &deadline) {
 			continue
 		}
 		atomic.StoreUint32(r.flag(offWaiting), 1)
-		if r.pos-atomic.LoadUint64(r.word(offHead)) >= uint64(len(r.data)) {
-			if err := r.spaceEv.wait(); err != nil {
-				return ErrClosed
-			}
+		free, err := r.free(1)
+		if err == nil && free == 0 && r.spaceEv.wait() != nil {
+			err = ErrClosed
 		}
 		atomic.StoreUint32(r.flag(offWaiting), 0)
+		if err != nil || free > 0 {
+			return err
+		}
 		spins, deadline = 0, time.Time{}
 	}
 }

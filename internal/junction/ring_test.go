@@ -93,9 +93,10 @@ func TestRingScribbledIndices(t *testing.T) {
 		t.Fatalf("tail past the ring: %v, want ErrCorrupt", err)
 	}
 	d, _, mem := pair(t, MinRing)
-	// The peer claims to have read bytes never written (head past tail).
+	// The peer claims to have read bytes never written (head past tail);
+	// the producer looks at head once it needs the space.
 	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
-	if err := d.WriteBuffers([][]byte{[]byte("x")}); !errors.Is(err, ErrCorrupt) {
+	if err := d.WriteBuffers([][]byte{make([]byte, MinRing+1)}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("head past tail: %v, want ErrCorrupt", err)
 	}
 }
@@ -116,7 +117,7 @@ func FuzzRingRead(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.pos = ourPos
+		r.pos, r.peer = ourPos, ourPos
 		binary.LittleEndian.PutUint64(mem[offTail:], tail)
 		if tail == ourPos {
 			return // empty: a read would sleep, as it must
