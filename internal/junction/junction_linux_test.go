@@ -2,9 +2,12 @@ package junction
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,5 +132,62 @@ func TestAcceptRefusesBadOffers(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// An idle junction costs no CPU: a reader with nothing to read, and a
+// writer with no space, stop spinning and sleep on their eventfds (their
+// flags in the mapping say so), and the peer's next move wakes them.
+func TestIdleSidesSleep(t *testing.T) {
+	a, b := socketpair(t)
+	o, err := NewOffer(MinRing)
+	if err != nil {
+		t.Fatalf("memfd junction refused on this host: %v", err)
+	}
+	if err := o.Send(a); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Accept(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := o.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	asleep := func(flag *uint32) {
+		for atomic.LoadUint32(flag) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	got := make(chan []byte)
+	go func() {
+		buf := make([]byte, 2*MinRing)
+		n, err := srv.Read(buf)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- buf[:n]
+	}()
+	asleep(srv.in.flag(offSleeping))
+	if err := cli.WriteBuffers([][]byte{[]byte("wake")}); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "wake" {
+		t.Fatalf("read %q after the wake-up", b)
+	}
+
+	wrote := make(chan error)
+	go func() { wrote <- cli.WriteBuffers([][]byte{make([]byte, MinRing+1)}) }()
+	asleep(cli.out.flag(offWaiting))
+	buf := make([]byte, MinRing+1)
+	if _, err := io.ReadFull(srv, buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -84,9 +84,7 @@ func (r *ring) read(p []byte) (int, error) {
 	r.copyOut(p[:n])
 	r.pos += uint64(n)
 	atomic.StoreUint64(r.word(offHead), r.pos)
-	if atomic.LoadUint32(r.flag(offWaiting)) != 0 {
-		r.spaceEv.signal()
-	}
+	wake(r.flag(offWaiting), r.spaceEv)
 	return n, nil
 }
 
@@ -214,8 +212,17 @@ func (r *ring) write(bufs [][]byte) error {
 
 func (r *ring) publish() {
 	atomic.StoreUint64(r.word(offTail), r.pos)
-	if atomic.LoadUint32(r.flag(offSleeping)) != 0 {
-		r.dataEv.signal()
+	wake(r.flag(offSleeping), r.dataEv)
+}
+
+// wake signals ev if the peer's flag says it sleeps there, clearing the
+// flag first: a producer publishing many times before the consumer gets
+// the CPU back then costs one signal (a system call), not one each. Only
+// the one who clears it signals; a sleeper that set the flag again after
+// that had looked at our index, stored before this load, and saw it.
+func wake(flag *uint32, ev event) {
+	if v := atomic.LoadUint32(flag); v != 0 && atomic.CompareAndSwapUint32(flag, v, 0) {
+		ev.signal()
 	}
 }
 

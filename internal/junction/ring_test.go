@@ -137,3 +137,44 @@ func FuzzRingRead(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRingWrite: whatever head the peer leaves, writing either fails with
+// ErrCorrupt or fits the bytes in the space an honest head would leave,
+// inside the mapping.
+func FuzzRingWrite(f *testing.F) {
+	f.Add(uint64(0), uint64(MinRing), uint16(10))
+	f.Add(uint64(1<<40), uint64(0), uint16(1))
+	f.Add(uint64(5), uint64(3), uint16(2))
+	f.Add(^uint64(0), uint64(MinRing-1), uint16(MinRing))
+	f.Fuzz(func(t *testing.T, head, ourPos uint64, n uint16) {
+		mem := make([]byte, Size(MinRing))
+		var closed atomic.Bool
+		ev := make(chanEvent, 1)
+		r, err := newRing(mem[:ctlLen], mem[ctlPage:ctlPage+MinRing], ev, ev, &closed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The head we saw last left no space: the write must look at the
+		// peer's word.
+		r.pos, r.peer = ourPos, ourPos-MinRing
+		binary.LittleEndian.PutUint64(mem[offHead:], head)
+		used := ourPos - head
+		if used <= MinRing && MinRing-used < uint64(n) {
+			return // too little space: a write would sleep, as it must
+		}
+		err = r.write([][]byte{bytes.Repeat([]byte{7}, int(n))})
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v", err)
+			}
+			if used <= MinRing {
+				t.Fatalf("an honest head %d (tail %d) called corrupt", head, ourPos)
+			}
+		case used > MinRing && n > 0:
+			t.Fatalf("wrote past a head %d claiming %d bytes in use", head, used)
+		case r.pos != ourPos+uint64(n) || binary.LittleEndian.Uint64(mem[offTail:]) != r.pos && n > 0:
+			t.Fatalf("tail %d after writing %d from %d", r.pos, n, ourPos)
+		}
+	})
+}
