@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/testutil"
 )
 
 // crashAllowlist: probe spawns child, both in scopes, beside a third.
@@ -95,7 +96,7 @@ func crashOnce(t *testing.T, allow string, killRoot bool, delay time.Duration) (
 	t.Helper()
 	s := startRoot(t, allow)
 	root := rootPid(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Scaled(t, 2*time.Minute))
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, name := range []string{"probe", "bystander"} {
