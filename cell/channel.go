@@ -27,7 +27,7 @@ type channel struct {
 	r       io.Reader    // nc, or a junction's inbound ring
 	rd      *frameReader // whoever reads owns it; one at a time
 	maxIn   int          // bodies we accept
-	maxOut  int // bodies the peer accepts, from its preface
+	maxOut  int          // bodies the peer accepts, from its preface
 	out     func(net.Buffers) error
 	abort   func() // makes a stuck write fail (the connection is lost then)
 	closeFn func() error
