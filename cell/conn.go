@@ -139,7 +139,9 @@ func (c *Conn) open(ctx context.Context, nc net.Conn) (*link, error) {
 	if junction {
 		go l.readLoop()
 	} else {
+		l.mu.Lock() // the timer's function takes it first
 		l.idle, l.idleSet = time.AfterFunc(idleWatch, l.watchIdle), true
+		l.mu.Unlock()
 	}
 	return l, nil
 }
@@ -401,6 +403,13 @@ func (l *link) register() (*call, error) {
 	}
 	if l.err != nil {
 		return nil, l.err
+	}
+	if !l.junction && !l.reading && len(l.pending) > 0 {
+		// Replies to the calls in flight may fill the socket while this
+		// one writes; unread, they would stop the cell reading this
+		// write: someone reads until a call waits.
+		l.reading = true
+		go l.lead(context.Background(), nil)
 	}
 	cl.id = l.nextID
 	l.nextID++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"runtime"
 	"testing"
 )
@@ -142,4 +143,70 @@ func (m *runtimeMem) read() {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.total = ms.TotalAlloc
+}
+
+// stutter returns the bytes of b a few at a time, with a deadline error
+// between reads, as a socket whose reader is being interrupted does.
+type stutter struct {
+	b    []byte
+	step int
+	cut  bool
+}
+
+func (s *stutter) Read(p []byte) (int, error) {
+	if s.cut = !s.cut; s.cut {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), s.step)], s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// A read cut by a deadline resumes its frame on the next call, wherever the
+// cut fell: in a header, a name, a buffered body or one read past the buffer.
+func TestFrameReaderResumes(t *testing.T) {
+	frames := []frame{
+		{header: header{kind: kindRequest, id: 1}, name: "see", body: []byte("hello")},
+		{header: header{kind: kindReply, id: 2}, body: bytes.Repeat([]byte{7}, readBuffer+5)},
+		{header: header{kind: kindError, id: 3}, name: "denied", body: []byte("no")},
+		{header: header{kind: kindReply, id: 4}, body: bytes.Repeat([]byte{8}, 3*readChunk+1)},
+		{header: header{kind: kindGoAway}},
+	}
+	var stream []byte
+	for _, f := range frames {
+		stream = append(stream, encodeFrame(f)...)
+	}
+	for _, step := range []int{1, 7, 4093, 1 << 20} {
+		if step == 1 && testing.Short() {
+			continue
+		}
+		r := &stutter{b: stream, step: step}
+		rd := newFrameReader(DefaultMaxBody)
+		for i, want := range frames {
+			var got frame
+			var err error
+			for {
+				if got, err = rd.next(r); !errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("step %d, frame %d: %v", step, i, err)
+			}
+			if got.kind != want.kind || got.id != want.id || got.name != want.name || !bytes.Equal(got.body, want.body) {
+				t.Fatalf("step %d, frame %d: got %+v", step, i, got.header)
+			}
+		}
+		for {
+			if _, err := rd.next(r); !errors.Is(err, os.ErrDeadlineExceeded) {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("step %d: after the last frame: %v, want io.EOF", step, err)
+				}
+				break
+			}
+		}
+	}
 }

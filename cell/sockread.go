@@ -231,9 +231,9 @@ func (l *link) end(err error) {
 	l.reading = true
 	ended := l.ended
 	l.ended = true
+	l.idle.Stop()
 	l.mu.Unlock()
 	if !ended {
-		l.idle.Stop()
 		close(l.done)
 	}
 }
