@@ -13,9 +13,13 @@ import (
 	"time"
 )
 
-// Handler answers one request. It runs in its own goroutine (or, with
-// ServeOptions.MaxConcurrent 1, on the connection's reading goroutine); ctx
-// ends when the cell gives up waiting for it at shutdown. A returned error is
+// Handler answers one request. It starts on the goroutine that read the
+// request, and a handler still running after about a millisecond (or one
+// that returns a body over 32 KiB) lets another goroutine go on reading the
+// connection, so handlers on one connection may run at once and in any
+// order; with ServeOptions.MaxConcurrent 1 they run one after the other, in
+// the order the requests arrived. ctx ends when the cell gives up waiting
+// for it at shutdown. The body is the handler's to keep. A returned error is
 // sent to the caller as a *RemoteError (a *RemoteError's code is kept).
 type Handler interface {
 	Handle(ctx context.Context, method string, body []byte) ([]byte, error)
@@ -69,8 +73,8 @@ type ServeOptions struct {
 	// connections; past it Serve stops reading requests until one finishes
 	// (backpressure rather than unbounded goroutines). 0 means
 	// DefaultMaxConcurrent. 1 runs each handler on its connection's reading
-	// goroutine, in order, with no goroutine hand-off: the fastest path for
-	// quick handlers.
+	// goroutine, in order, never handing the reading to another goroutine:
+	// a slow handler then holds up the calls behind it.
 	MaxConcurrent int
 	// MaxBody bounds the bodies this cell accepts in one frame; 0 means
 	// DefaultMaxBody, and bounds under 4096 bytes are raised to it.
@@ -550,9 +554,17 @@ func (sc *serverConn) watchHandler() {
 		}
 		return
 	}
-	next := t>>1 + 1
-	if sc.turn.CompareAndSwap(t, next<<1) {
+	if next := t>>1 + 1; sc.turn.CompareAndSwap(t, next<<1) {
 		sc.read(next)
+	}
+}
+
+// passReading starts another reader now when a handler runs in line (not
+// with MaxConcurrent 1, which never hands off).
+func (sc *serverConn) passReading() {
+	t := sc.turn.Load()
+	if next := t>>1 + 1; t&handling != 0 && sc.turn.CompareAndSwap(t, next<<1) {
+		go sc.read(next)
 	}
 }
 
@@ -611,6 +623,12 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 	if err != nil {
 		code, msg := errorParts(err)
 		h, name, body = header{kind: kindError, id: f.id}, code, []byte(msg)
+	}
+	if len(body) > copyLimit {
+		// Written from the handler's slice, for as long as the caller
+		// takes to read it: let another goroutine read meanwhile, so
+		// that the next request comes in while this reply goes out.
+		sc.passReading()
 	}
 	send := sc.ch.send
 	if hold {
