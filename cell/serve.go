@@ -624,7 +624,7 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 		code, msg := errorParts(err)
 		h, name, body = header{kind: kindError, id: f.id}, code, []byte(msg)
 	}
-	if len(body) > copyLimit {
+	if hold && len(body) > copyLimit {
 		// Written from the handler's slice, for as long as the caller
 		// takes to read it: let another goroutine read meanwhile, so
 		// that the next request comes in while this reply goes out.
