@@ -513,14 +513,10 @@ func (l *link) readLoop() {
 		l.mu.Unlock()
 		if ok {
 			cl.rep <- f // buffered: never blocks
-			if l.junction {
-				// Run the woken caller here and now rather than let
-				// another thread be woken for it: on a junction that
-				// wake costs more than the reply's whole way. (On a
-				// socket the reader parks in its next read anyway, and
-				// yielding would cost the scheduler's global lock.)
-				runtime.Gosched()
-			}
+			// Run the woken caller here and now rather than let another
+			// thread be woken for it: on a junction that wake costs more
+			// than the reply's whole way.
+			runtime.Gosched()
 		}
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if idle {
