@@ -1,7 +1,6 @@
 package cell
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
@@ -13,23 +12,22 @@ import (
 // bodies are written from the caller's slice, and send waits for that write.
 const copyLimit = 32 << 10
 
-// readBuffer is the socket read buffer: many small frames per read syscall.
-const readBuffer = 64 << 10
-
 // channel is one connection's framing, shared by the client and the server
-// side: the buffered reader with its header buffer and bound, and a writer
-// that combines every frame pending on the connection into one write.
+// side: the frame reader with its buffer and bound, and a writer that
+// combines every frame pending on the connection into one write.
 //
 // Writes: the first sender to find no write in progress becomes the flusher
 // and writes the whole queue with one writev (net.Buffers), again and again
 // until it is empty; senders that arrive meanwhile only queue. Nobody hands
-// frames to a writer goroutine.
+// frames to a writer goroutine. A reader with more frames buffered may hold
+// its small frames back (hold) and write them all at once (flush) before
+// it reads again.
 type channel struct {
 	nc      net.Conn
-	r       io.Reader // bufio over nc, or a junction's inbound ring
-	hdr     [headerLen]byte
-	maxIn   int // bodies we accept
-	maxOut  int // bodies the peer accepts, from its preface
+	r       io.Reader    // nc, or a junction's inbound ring
+	rd      *frameReader // whoever reads owns it; one at a time
+	maxIn   int          // bodies we accept
+	maxOut  int          // bodies the peer accepts, from its preface
 	out     func(net.Buffers) error
 	abort   func() // makes a stuck write fail (the connection is lost then)
 	closeFn func() error
@@ -45,7 +43,7 @@ type channel struct {
 }
 
 func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
-	ch := &channel{nc: nc, r: bufio.NewReaderSize(nc, readBuffer), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close}
+	ch := &channel{nc: nc, r: nc, rd: newFrameReader(maxIn), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close}
 	ch.wcond.L = &ch.wmu
 	ch.out = func(b net.Buffers) error {
 		_, err := b.WriteTo(nc)
@@ -55,8 +53,13 @@ func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
 	return ch
 }
 
-// recv reads the next frame; only one goroutine may call it.
-func (ch *channel) recv() (frame, error) { return readFrame(ch.r, &ch.hdr, ch.maxIn) }
+// recv reads the next frame; only one goroutine at a time may call it. A
+// read that ends in a deadline may be retried, by any goroutine: it resumes
+// the frame.
+func (ch *channel) recv() (frame, error) { return ch.rd.next(ch.r) }
+
+// buffered reports whether the next recv needs no read.
+func (ch *channel) buffered() bool { return ch.rd.complete() }
 
 // send queues one frame and returns once it is written, or (for a body of at
 // most copyLimit, which it copies) once it is queued behind a write in
@@ -64,6 +67,28 @@ func (ch *channel) recv() (frame, error) { return readFrame(ch.r, &ch.hdr, ch.ma
 // every later send; the caller closes the connection then. ctx ending while
 // this sender waits on a stuck write aborts the write.
 func (ch *channel) send(ctx context.Context, h header, name string, body []byte) error {
+	return ch.put(ctx, h, name, body, false)
+}
+
+// hold queues a frame with a body of at most copyLimit (a larger one it
+// sends) and returns without writing it when no write is in progress; the
+// next send or flush writes it.
+func (ch *channel) hold(ctx context.Context, h header, name string, body []byte) error {
+	return ch.put(ctx, h, name, body, len(body) <= copyLimit)
+}
+
+// flush writes what hold left queued.
+func (ch *channel) flush(ctx context.Context) error {
+	ch.wmu.Lock()
+	if ch.flushing || len(ch.queue) == 0 {
+		err := ch.werr
+		ch.wmu.Unlock()
+		return err
+	}
+	return ch.flushLocked(ctx)
+}
+
+func (ch *channel) put(ctx context.Context, h header, name string, body []byte, later bool) error {
 	h.nameLen = uint16(len(name))
 	h.size = uint32(len(name) + len(body))
 	small := len(body) <= copyLimit
@@ -90,7 +115,7 @@ func (ch *channel) send(ctx context.Context, h header, name string, body []byte)
 	}
 	ch.queued++
 	mine := ch.queued
-	if ch.flushing {
+	if ch.flushing || later {
 		if small {
 			ch.wmu.Unlock()
 			return nil
@@ -105,6 +130,12 @@ func (ch *channel) send(ctx context.Context, h header, name string, body []byte)
 		stop()
 		return err
 	}
+	return ch.flushLocked(ctx)
+}
+
+// flushLocked makes the caller the flusher until the queue is empty; it
+// unlocks wmu.
+func (ch *channel) flushLocked(ctx context.Context) error {
 	ch.flushing = true
 	stop := afterFunc(ctx, ch.abort)
 	for len(ch.queue) > 0 && ch.werr == nil {

@@ -55,19 +55,44 @@ type Conn struct {
 	dialMu sync.Mutex // one redial at a time
 }
 
-// link is one underlying connection of a Conn.
+// link is one underlying connection of a Conn. Over a junction one reader
+// goroutine reads for every call (readLoop); over a socket the calls read
+// for themselves (sockread.go).
 type link struct {
 	ch       *channel
 	junction bool
 
 	mu      sync.Mutex // guards the fields below
 	nextID  uint64
-	pending map[uint64]chan frame
+	pending map[uint64]*call
 	err     error // why the link ended; set once
 	goaway  bool  // the server asked for no new calls here
 
-	done chan struct{} // closed when the reader has stopped
+	// The read role on a socket, held by one goroutine at a time.
+	reading bool        // someone holds it (for good once ended)
+	leader  *call       // whose reply the holder waits for; nil: the watcher
+	yield   bool        // the holder is asked to let go: a read deadline is set
+	waiters *call       // calls waiting that can take the role, newest first
+	ended   bool        // done is closed
+	idleSet bool        // idle is set
+	idle    *time.Timer // starts the watcher on a link nobody reads
+
+	done chan struct{} // closed when the link has ended and nobody reads
 }
+
+// call is one call waiting on a link.
+type call struct {
+	id  uint64
+	rep chan frame // its reply, or leadToken; buffered: senders never block
+
+	// Guarded by the link's mu:
+	answered   bool // its reply is on the way to rep
+	waiting    bool // in the link's waiters
+	prev, next *call
+}
+
+// leadToken hands a waiting call the read role (no frame has kind 0).
+var leadToken = frame{}
 
 // NewConn speaks the synapse format on an established connection nc to a
 // cell (name is for errors): it negotiates the version and, with
@@ -110,8 +135,14 @@ func (c *Conn) open(ctx context.Context, nc net.Conn) (*link, error) {
 		nc.Close()
 		return nil, err
 	}
-	l := &link{ch: ch, junction: junction, nextID: 1, pending: make(map[uint64]chan frame), done: make(chan struct{})}
-	go l.readLoop()
+	l := &link{ch: ch, junction: junction, nextID: 1, pending: make(map[uint64]*call), done: make(chan struct{})}
+	if junction {
+		go l.readLoop()
+	} else {
+		l.mu.Lock() // the timer's function takes it first
+		l.idle, l.idleSet = time.AfterFunc(idleWatch, l.watchIdle), true
+		l.mu.Unlock()
+	}
 	return l, nil
 }
 
@@ -195,19 +226,19 @@ func (c *Conn) Call(ctx context.Context, method string, body []byte) ([]byte, er
 		if len(body) > l.ch.maxOut {
 			return nil, fmt.Errorf("call %s %s: %w: %d bytes, the limit is %d", c.name, method, ErrTooLarge, len(body), l.ch.maxOut)
 		}
-		id, ch, err := l.register()
+		cl, err := l.register()
 		if errors.Is(err, errGoAway) {
 			continue // a fresh link takes it
 		}
 		if err != nil {
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		if err := l.ch.send(ctx, header{kind: kindRequest, id: id}, method, body); err != nil {
-			l.forget(id)
+		if err := l.ch.send(ctx, header{kind: kindRequest, id: cl.id}, method, body); err != nil {
+			l.forget(cl.id)
 			l.fail(fmt.Errorf("write: %w", err))
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
 		}
-		return l.wait(ctx, c, method, id, ch)
+		return l.wait(ctx, c, method, cl)
 	}
 }
 
@@ -244,14 +275,13 @@ func (c *Conn) CallStream(ctx context.Context, method string, r io.Reader) ([]by
 		return nil, fmt.Errorf("call %s: %w", c.name, err)
 	}
 	var l *link
-	var id uint64
-	var ch chan frame
+	var cl *call
 	for {
 		var err error
 		if l, err = c.link(ctx); err != nil {
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		id, ch, err = l.register()
+		cl, err = l.register()
 		if errors.Is(err, errGoAway) {
 			continue
 		}
@@ -260,6 +290,7 @@ func (c *Conn) CallStream(ctx context.Context, method string, r io.Reader) ([]by
 		}
 		break
 	}
+	id := cl.id
 	chunk := make([]byte, min(streamChunk, l.ch.maxOut))
 	h := header{kind: kindRequest, flags: flagStream, id: id}
 	name := method
@@ -293,7 +324,7 @@ func (c *Conn) CallStream(ctx context.Context, method string, r io.Reader) ([]by
 		h = header{kind: kindData, id: id}
 		name = ""
 	}
-	return l.wait(ctx, c, method, id, ch)
+	return l.wait(ctx, c, method, cl)
 }
 
 func checkMethod(method string) error {
@@ -363,20 +394,27 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 	return nl, nil
 }
 
-func (l *link) register() (uint64, chan frame, error) {
-	ch := make(chan frame, 1)
+func (l *link) register() (*call, error) {
+	cl := &call{rep: make(chan frame, 1)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.goaway {
-		return 0, nil, errGoAway
+		return nil, errGoAway
 	}
 	if l.err != nil {
-		return 0, nil, l.err
+		return nil, l.err
 	}
-	id := l.nextID
+	if !l.junction && !l.reading && len(l.pending) > 0 {
+		// Replies to the calls in flight may fill the socket while this
+		// one writes; unread, they would stop the cell reading this
+		// write: someone reads until a call waits.
+		l.reading = true
+		go l.lead(context.Background(), nil)
+	}
+	cl.id = l.nextID
 	l.nextID++
-	l.pending[id] = ch
-	return id, ch, nil
+	l.pending[cl.id] = cl
+	return cl, nil
 }
 
 // draining reports whether new calls must go elsewhere.
@@ -386,32 +424,37 @@ func (l *link) draining() bool {
 	return l.goaway
 }
 
-func (l *link) wait(ctx context.Context, c *Conn, method string, id uint64, ch chan frame) ([]byte, error) {
-	if l.junction {
-		// A reply over a junction comes in about a microsecond: look for
-		// it briefly before parking, since waking a parked goroutine costs
-		// more than that.
-		for i := 0; i < junctionSpins; i++ {
-			select {
-			case rep := <-ch:
-				return reply(method, rep)
-			default:
-				runtime.Gosched()
-			}
+func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]byte, error) {
+	if !l.junction {
+		f, err := l.await(ctx, cl)
+		if err != nil {
+			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
+		}
+		return reply(method, f)
+	}
+	// A reply over a junction comes in about a microsecond: look for it
+	// briefly before parking, since waking a parked goroutine costs more
+	// than that.
+	for i := 0; i < junctionSpins; i++ {
+		select {
+		case rep := <-cl.rep:
+			return reply(method, rep)
+		default:
+			runtime.Gosched()
 		}
 	}
 	select {
-	case rep := <-ch:
+	case rep := <-cl.rep:
 		return reply(method, rep)
 	case <-l.done:
 		select { // the reader may have delivered just before stopping
-		case rep := <-ch:
+		case rep := <-cl.rep:
 			return reply(method, rep)
 		default:
 		}
 		return nil, fmt.Errorf("call %s %s: %w", c.name, method, l.closeErr())
 	case <-ctx.Done():
-		l.forget(id)
+		l.forget(cl.id)
 		return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctx.Err())
 	}
 }
@@ -433,7 +476,7 @@ func (l *link) forget(id uint64) {
 	}
 }
 
-// readLoop is the link's one reader: it hands each reply to the call
+// readLoop is a junction link's one reader: it hands each reply to the call
 // waiting for it and stops at the first read or decode error.
 func (l *link) readLoop() {
 	defer close(l.done)
@@ -464,20 +507,16 @@ func (l *link) readLoop() {
 			return
 		}
 		l.mu.Lock()
-		ch, ok := l.pending[f.id]
+		cl, ok := l.pending[f.id]
 		delete(l.pending, f.id)
 		idle := l.goaway && len(l.pending) == 0
 		l.mu.Unlock()
 		if ok {
-			ch <- f // buffered: never blocks
-			if l.junction {
-				// Run the woken caller here and now rather than let
-				// another thread be woken for it: on a junction that
-				// wake costs more than the reply's whole way. (On a
-				// socket the reader parks in its next read anyway, and
-				// yielding would cost the scheduler's global lock.)
-				runtime.Gosched()
-			}
+			cl.rep <- f // buffered: never blocks
+			// Run the woken caller here and now rather than let another
+			// thread be woken for it: on a junction that wake costs more
+			// than the reply's whole way.
+			runtime.Gosched()
 		}
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if idle {
@@ -518,6 +557,15 @@ func (l *link) closeErr() error {
 func (l *link) close() error {
 	l.fail(ErrClosed)
 	err := l.ch.close()
+	if !l.junction {
+		l.mu.Lock()
+		free := !l.reading
+		l.reading = true // nobody reads from now on
+		l.mu.Unlock()
+		if free {
+			l.end(ErrClosed)
+		}
+	}
 	<-l.done
 	if errors.Is(err, net.ErrClosed) {
 		err = nil

@@ -162,43 +162,110 @@ type frame struct {
 // little, while an honest large body costs amortised linear copying.
 const readChunk = 1 << 20
 
-// readFrame reads one frame from r, allocating at most about twice what
-// arrived (and at least readChunk), never more than maxBody plus a name.
-func readFrame(r io.Reader, hdr *[headerLen]byte, maxBody int) (frame, error) {
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return frame{}, ErrTruncated
+// readBuffer is a frameReader's buffer: many small frames per read call.
+const readBuffer = 64 << 10
+
+// frameReader decodes frames through a buffer of its own. A failed read
+// keeps what arrived, so the next call resumes the same frame: that lets a
+// read deadline move the reading from one goroutine to another mid-frame.
+// Bodies larger than the buffer are read straight into their slice.
+type frameReader struct {
+	maxBody int
+	buf     []byte
+	lo, hi  int // buf[lo:hi] has arrived and is not decoded yet
+
+	// A frame whose body is being read past the buffer.
+	part   frame
+	inBody bool
+	got    int // body bytes of part read so far
+}
+
+func newFrameReader(maxBody int) *frameReader {
+	return &frameReader{maxBody: maxBody, buf: make([]byte, readBuffer)}
+}
+
+// complete reports whether a whole frame is buffered, so that the next call
+// of next needs no read.
+func (fr *frameReader) complete() bool {
+	n := fr.hi - fr.lo
+	if fr.inBody || n < headerLen {
+		return false
+	}
+	return uint64(n-headerLen) >= uint64(binary.LittleEndian.Uint32(fr.buf[fr.lo:]))
+}
+
+// next decodes the next frame from r, allocating at most about twice what
+// arrived (and at least readChunk), never more than maxBody plus a name. A
+// clean end between frames is io.EOF; one inside a frame ErrTruncated.
+func (fr *frameReader) next(r io.Reader) (frame, error) {
+	if !fr.inBody {
+		if err := fr.fill(r, headerLen); err != nil {
+			return frame{}, err
 		}
-		return frame{}, err
+		h, err := parseHeader(fr.buf[fr.lo:fr.lo+headerLen], fr.maxBody)
+		if err != nil {
+			return frame{}, err
+		}
+		n := int(h.size) - int(h.nameLen)
+		lead := headerLen + int(h.nameLen)
+		if n <= len(fr.buf)-lead {
+			lead += n // small: all of it through the buffer
+		}
+		if err := fr.fill(r, lead); err != nil {
+			return frame{}, err
+		}
+		p := fr.buf[fr.lo+headerLen : fr.lo+lead]
+		f := frame{header: h, name: string(p[:h.nameLen])}
+		fr.lo += lead
+		if len(p) > int(h.nameLen) || n == 0 {
+			if n > 0 {
+				f.body = append(make([]byte, 0, n), p[h.nameLen:]...)
+			}
+			return f, nil
+		}
+		f.body = make([]byte, min(n, readChunk))
+		fr.got = copy(f.body, fr.buf[fr.lo:fr.hi])
+		fr.lo += fr.got
+		fr.part, fr.inBody = f, true
 	}
-	h, err := parseHeader(hdr[:], maxBody)
-	if err != nil {
-		return frame{}, err
-	}
-	f := frame{header: h}
-	if h.nameLen > 0 {
-		var nb [maxMethod]byte
-		if _, err := io.ReadFull(r, nb[:h.nameLen]); err != nil {
+	n := int(fr.part.size) - int(fr.part.nameLen)
+	for fr.got < n {
+		if fr.got == len(fr.part.body) {
+			grown := make([]byte, min(n, 2*len(fr.part.body)))
+			copy(grown, fr.part.body)
+			fr.part.body = grown
+		}
+		k, err := r.Read(fr.part.body[fr.got:])
+		fr.got += k
+		if err != nil && fr.got < n {
 			return frame{}, truncated(err)
 		}
-		f.name = string(nb[:h.nameLen])
 	}
-	n := int(h.size) - int(h.nameLen)
-	if n == 0 {
-		return f, nil
-	}
-	f.body = make([]byte, min(n, readChunk))
-	_, err = io.ReadFull(r, f.body)
-	for err == nil && len(f.body) < n {
-		grown := make([]byte, min(n, 2*len(f.body)))
-		copy(grown, f.body)
-		_, err = io.ReadFull(r, grown[len(f.body):])
-		f.body = grown
-	}
-	if err != nil {
-		return frame{}, truncated(err)
-	}
+	f := fr.part
+	fr.part, fr.inBody, fr.got = frame{}, false, 0
 	return f, nil
+}
+
+// fill reads until n bytes are buffered, moving the unread ones to the
+// front first when n would not fit behind them.
+func (fr *frameReader) fill(r io.Reader, n int) error {
+	for fr.hi-fr.lo < n {
+		if fr.lo == fr.hi {
+			fr.lo, fr.hi = 0, 0
+		} else if len(fr.buf)-fr.lo < n {
+			fr.hi = copy(fr.buf, fr.buf[fr.lo:fr.hi])
+			fr.lo = 0
+		}
+		k, err := r.Read(fr.buf[fr.hi:])
+		fr.hi += k
+		if err != nil && fr.hi-fr.lo < n {
+			if fr.hi > fr.lo {
+				return truncated(err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 func truncated(err error) error {

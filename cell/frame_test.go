@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"runtime"
 	"testing"
 )
@@ -19,8 +20,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		{header: header{kind: kindGoAway}},
 	} {
 		b := encodeFrame(f)
-		var hdr [headerLen]byte
-		got, err := readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody)
+		got, err := newFrameReader(DefaultMaxBody).next(bytes.NewReader(b))
 		if err != nil {
 			t.Fatalf("kind %d: %v", f.kind, err)
 		}
@@ -45,23 +45,22 @@ func TestReadFrameAllocatesWhatArrives(t *testing.T) {
 	b := make([]byte, headerLen, headerLen+10)
 	header{size: 16 << 20, kind: kindReply, id: 1}.put(b)
 	b = append(b, "0123456789"...)
-	var hdr [headerLen]byte
 	allocs := testing.AllocsPerRun(10, func() {
-		if _, err := readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody); !errors.Is(err, ErrTruncated) {
+		if _, err := newFrameReader(DefaultMaxBody).next(bytes.NewReader(b)); !errors.Is(err, ErrTruncated) {
 			t.Fatalf("err = %v, want ErrTruncated", err)
 		}
 	})
-	if allocs > 3 {
+	if allocs > 4 { // the reader, its buffer, the body, the bytes.Reader
 		t.Fatalf("%v allocations", allocs)
 	}
 	var ms1, ms2 runtimeMem
 	ms1.read()
 	for range 20 {
-		readFrame(bytes.NewReader(b), &hdr, DefaultMaxBody)
+		newFrameReader(DefaultMaxBody).next(bytes.NewReader(b))
 	}
 	ms2.read()
-	if per := (ms2.total - ms1.total) / 20; per > 2*readChunk {
-		t.Fatalf("%d bytes allocated per truncated 16 MiB frame, want at most %d", per, 2*readChunk)
+	if per := (ms2.total - ms1.total) / 20; per > 2*readChunk+readBuffer {
+		t.Fatalf("%d bytes allocated per truncated 16 MiB frame, want at most %d", per, 2*readChunk+readBuffer)
 	}
 }
 
@@ -97,10 +96,20 @@ func FuzzReadFrame(f *testing.F) {
 	}
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var hdr [headerLen]byte
 		r := bytes.NewReader(b)
+		rd := newFrameReader(4096)
+		// The same bytes cut by deadlines decode alike.
+		cut := &stutter{b: b, step: len(b)%7 + 1}
+		crd := newFrameReader(4096)
 		for {
-			fr, err := readFrame(r, &hdr, 4096)
+			fr, err := rd.next(r)
+			cfr, cerr := crd.next(cut)
+			for errors.Is(cerr, os.ErrDeadlineExceeded) {
+				cfr, cerr = crd.next(cut)
+			}
+			if (err == nil) != (cerr == nil) || err == nil && (cfr.header != fr.header || cfr.name != fr.name || !bytes.Equal(cfr.body, fr.body)) {
+				t.Fatalf("cut reads decode otherwise: %v / %v", err, cerr)
+			}
 			if err != nil {
 				if errors.Is(err, io.EOF) && r.Len() != 0 {
 					t.Fatalf("EOF with %d bytes left", r.Len())
@@ -112,8 +121,7 @@ func FuzzReadFrame(f *testing.F) {
 			}
 			// What was accepted encodes back to the same bytes.
 			again := encodeFrame(fr)
-			var h2 [headerLen]byte
-			if back, err := readFrame(bytes.NewReader(again), &h2, 4096); err != nil || back.name != fr.name || !bytes.Equal(back.body, fr.body) {
+			if back, err := newFrameReader(4096).next(bytes.NewReader(again)); err != nil || back.name != fr.name || !bytes.Equal(back.body, fr.body) {
 				t.Fatalf("re-encoded frame does not decode alike: %v", err)
 			}
 		}
@@ -145,4 +153,70 @@ func (m *runtimeMem) read() {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.total = ms.TotalAlloc
+}
+
+// stutter returns the bytes of b a few at a time, with a deadline error
+// between reads, as a socket whose reader is being interrupted does.
+type stutter struct {
+	b    []byte
+	step int
+	cut  bool
+}
+
+func (s *stutter) Read(p []byte) (int, error) {
+	if s.cut = !s.cut; s.cut {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), s.step)], s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// A read cut by a deadline resumes its frame on the next call, wherever the
+// cut fell: in a header, a name, a buffered body or one read past the buffer.
+func TestFrameReaderResumes(t *testing.T) {
+	frames := []frame{
+		{header: header{kind: kindRequest, id: 1}, name: "see", body: []byte("hello")},
+		{header: header{kind: kindReply, id: 2}, body: bytes.Repeat([]byte{7}, readBuffer+5)},
+		{header: header{kind: kindError, id: 3}, name: "denied", body: []byte("no")},
+		{header: header{kind: kindReply, id: 4}, body: bytes.Repeat([]byte{8}, 3*readChunk+1)},
+		{header: header{kind: kindGoAway}},
+	}
+	var stream []byte
+	for _, f := range frames {
+		stream = append(stream, encodeFrame(f)...)
+	}
+	for _, step := range []int{1, 7, 4093, 1 << 20} {
+		if step == 1 && testing.Short() {
+			continue
+		}
+		r := &stutter{b: stream, step: step}
+		rd := newFrameReader(DefaultMaxBody)
+		for i, want := range frames {
+			var got frame
+			var err error
+			for {
+				if got, err = rd.next(r); !errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("step %d, frame %d: %v", step, i, err)
+			}
+			if got.kind != want.kind || got.id != want.id || got.name != want.name || !bytes.Equal(got.body, want.body) {
+				t.Fatalf("step %d, frame %d: got %+v", step, i, got.header)
+			}
+		}
+		for {
+			if _, err := rd.next(r); !errors.Is(err, os.ErrDeadlineExceeded) {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("step %d: after the last frame: %v, want io.EOF", step, err)
+				}
+				break
+			}
+		}
+	}
 }

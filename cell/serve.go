@@ -8,13 +8,18 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// Handler answers one request. It runs in its own goroutine (or, with
-// ServeOptions.MaxConcurrent 1, on the connection's reading goroutine); ctx
-// ends when the cell gives up waiting for it at shutdown. A returned error is
+// Handler answers one request. It starts on the goroutine that read the
+// request, and a handler still running after about a millisecond (or one
+// that returns a body over 32 KiB) lets another goroutine go on reading the
+// connection, so handlers on one connection may run at once and in any
+// order; with ServeOptions.MaxConcurrent 1 they run one after the other, in
+// the order the requests arrived. ctx ends when the cell gives up waiting
+// for it at shutdown. The body is the handler's to keep. A returned error is
 // sent to the caller as a *RemoteError (a *RemoteError's code is kept).
 type Handler interface {
 	Handle(ctx context.Context, method string, body []byte) ([]byte, error)
@@ -68,8 +73,8 @@ type ServeOptions struct {
 	// connections; past it Serve stops reading requests until one finishes
 	// (backpressure rather than unbounded goroutines). 0 means
 	// DefaultMaxConcurrent. 1 runs each handler on its connection's reading
-	// goroutine, in order, with no goroutine hand-off: the fastest path for
-	// quick handlers.
+	// goroutine, in order, never handing the reading to another goroutine:
+	// a slow handler then holds up the calls behind it.
 	MaxConcurrent int
 	// MaxBody bounds the bodies this cell accepts in one frame; 0 means
 	// DefaultMaxBody, and bounds under 4096 bytes are raised to it.
@@ -363,6 +368,13 @@ type serverConn struct {
 	ready   bool
 	sentGA  bool
 	streams map[uint64]*streamBody // the current reader's only
+
+	// The hand-off of the reading (read, watchHandler).
+	turn    atomic.Uint64 // the reader's turn and the handling bit
+	handled atomic.Uint64 // handlers started in line
+	armed   atomic.Bool   // the timer is set
+	seen    atomic.Uint64 // handled at the timer's last look
+	handoff *time.Timer
 }
 
 // goAway sends GOAWAY once the handshake is done; a connection still in its
@@ -391,6 +403,8 @@ func (sc *serverConn) serve() {
 		sc.finish()
 		return
 	}
+	sc.handoff = time.AfterFunc(time.Hour, sc.watchHandler)
+	sc.handoff.Stop()
 	sc.mu.Lock()
 	sc.ch = ch
 	sc.ready = true
@@ -401,7 +415,7 @@ func (sc *serverConn) serve() {
 	if draining {
 		sc.goAway()
 	}
-	sc.read()
+	sc.read(0)
 }
 
 // finish is the connection's end, run by its last reader.
@@ -419,27 +433,43 @@ func (sc *serverConn) finish() {
 	close(sc.done)
 }
 
-// read is the connection's reader. For a request it hands the reading over
-// to a new goroutine and runs the handler itself: the reply then needs no
-// goroutine to be scheduled first (MaxConcurrent 1 runs handlers in line
-// and keeps reading afterwards).
-func (sc *serverConn) read() {
+// handoffAfter is how long a handler may run on the connection's reader
+// before another goroutine takes over the reading (between one and two
+// periods): quick handlers then need no goroutine and no wake at all, and
+// a slow one holds up the calls behind it for about this long.
+const handoffAfter = time.Millisecond
+
+// The reader's state, for the hand-off: serverConn.turn holds the
+// current reader's turn (one more per hand-off) shifted left by one, and
+// this bit while it runs a handler in line.
+const handling = 1
+
+// read is the connection's reader. It runs each request's handler itself
+// and keeps reading afterwards, so that a reply needs no goroutine to be
+// scheduled first, and the replies to frames that arrived together go out
+// in one write. A handler that runs past handoffAfter makes the hand-off
+// timer start another reader (MaxConcurrent 1 runs every handler in line,
+// in order, with no hand-off).
+//
+// turn is this reader's; it is the reader until the timer moves the turn on.
+func (sc *serverConn) read(turn uint64) {
 	ch := sc.ch
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			sc.finish()
-		}
-	}()
 	inline := sc.srv.opts.MaxConcurrent == 1
 	for {
+		if !ch.buffered() {
+			if err := ch.flush(sc.srv.hctx); err != nil {
+				sc.srv.log.Debug("write reply", "err", err)
+				sc.end()
+				return
+			}
+		}
 		f, err := ch.recv()
 		if err != nil {
 			// A clean EOF is the normal end (and how a drained client leaves).
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				sc.srv.log.Debug("connection ended", "err", err)
 			}
-			ch.close()
+			sc.end()
 			return
 		}
 		switch {
@@ -447,11 +477,11 @@ func (sc *serverConn) read() {
 			st, ok := sc.streams[f.id]
 			if !ok {
 				sc.srv.log.Warn("closing connection after data for no open stream", "id", f.id)
-				ch.close()
+				sc.end()
 				return
 			}
 			if !st.push(f.body, sc.srv.hardStop) {
-				ch.close()
+				sc.end()
 				return
 			}
 			if f.flags&flagEnd != 0 {
@@ -462,36 +492,87 @@ func (sc *serverConn) read() {
 		case f.kind == kindRequest && f.flags&flagStream != 0:
 			if _, dup := sc.streams[f.id]; dup {
 				sc.srv.log.Warn("closing connection after a second stream with one id", "id", f.id)
-				ch.close()
+				sc.end()
 				return
 			}
 			st := newStreamBody(sc.srv.hctx)
 			sc.streams[f.id] = st
 			st.push(f.body, sc.srv.hardStop)
 			if !sc.acquire() {
-				return // the grace period is over; shutdown closes the connection
+				sc.end() // the grace period is over; shutdown closes the connection
+				return
 			}
-			go sc.run(f, st)
+			go sc.run(f, st, false)
 			continue
 		case f.kind == kindRequest || f.kind == kindNotify:
 		default:
 			// Which call this was is unknown, so no reply can name it.
 			sc.srv.log.Warn("closing connection after a frame a client may not send", "kind", f.kind)
-			ch.close()
+			sc.end()
 			return
 		}
 		if !sc.acquire() {
+			sc.end()
 			return
 		}
 		if inline {
-			sc.run(f, nil)
+			sc.run(f, nil, true)
 			continue
 		}
-		handedOver = true
-		go sc.read()
-		sc.run(f, nil)
+		sc.handled.Add(1)
+		sc.turn.Store(turn<<1 | handling)
+		if sc.armed.CompareAndSwap(false, true) {
+			sc.handoff.Reset(handoffAfter)
+		}
+		if !sc.run(f, nil, true) {
+			return
+		}
+		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
+			// Another reader took over meanwhile, and may be waiting
+			// for a frame already: the reply held above must go now.
+			if err := ch.flush(sc.srv.hctx); err != nil {
+				sc.srv.log.Debug("write reply", "err", err)
+				ch.close()
+			}
+			return
+		}
+	}
+}
+
+// watchHandler is the hand-off timer's function: it starts a reader when
+// the same handler has been running in line for a whole period, and keeps
+// the timer going while the connection is busy.
+func (sc *serverConn) watchHandler() {
+	sc.armed.Store(false)
+	t := sc.turn.Load()
+	if t&handling == 0 {
 		return
 	}
+	if n := sc.handled.Load(); sc.seen.Swap(n) != n {
+		if sc.armed.CompareAndSwap(false, true) {
+			sc.handoff.Reset(handoffAfter)
+		}
+		return
+	}
+	if next := t>>1 + 1; sc.turn.CompareAndSwap(t, next<<1) {
+		sc.read(next)
+	}
+}
+
+// passReading starts another reader now when a handler runs in line (not
+// with MaxConcurrent 1, which never hands off).
+func (sc *serverConn) passReading() {
+	t := sc.turn.Load()
+	if next := t>>1 + 1; t&handling != 0 && sc.turn.CompareAndSwap(t, next<<1) {
+		go sc.read(next)
+	}
+}
+
+// end closes the connection and finishes it; the reader that stops calls it.
+func (sc *serverConn) end() {
+	sc.handoff.Stop()
+	sc.ch.close()
+	sc.finish()
 }
 
 // acquire takes a handler slot, waiting for one; false once the grace
@@ -508,8 +589,9 @@ func (sc *serverConn) acquire() bool {
 }
 
 // run handles one request (st is its stream, or nil) and replies, then
-// gives its slot back.
-func (sc *serverConn) run(f frame, st *streamBody) {
+// gives its slot back. With hold the reply waits in the queue for the
+// reader's next flush. False means the connection failed.
+func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 	defer func() {
 		<-sc.srv.slots
 		sc.srv.work.Done()
@@ -532,7 +614,7 @@ func (sc *serverConn) run(f frame, st *streamBody) {
 		if err != nil {
 			sc.srv.log.Debug("notify handler failed", "method", f.name, "err", err)
 		}
-		return
+		return true
 	}
 	if err == nil && len(body) > sc.ch.maxOut {
 		err = fmt.Errorf("%w: reply of %d bytes, the caller's limit is %d", ErrTooLarge, len(body), sc.ch.maxOut)
@@ -542,10 +624,22 @@ func (sc *serverConn) run(f frame, st *streamBody) {
 		code, msg := errorParts(err)
 		h, name, body = header{kind: kindError, id: f.id}, code, []byte(msg)
 	}
-	if err := sc.ch.send(sc.srv.hctx, h, name, body); err != nil {
+	if hold && len(body) > copyLimit {
+		// Written from the handler's slice, for as long as the caller
+		// takes to read it: let another goroutine read meanwhile, so
+		// that the next request comes in while this reply goes out.
+		sc.passReading()
+	}
+	send := sc.ch.send
+	if hold {
+		send = sc.ch.hold
+	}
+	if err := send(sc.srv.hctx, h, name, body); err != nil {
 		sc.srv.log.Debug("write reply", "method", f.name, "err", err)
 		sc.ch.close()
+		return false
 	}
+	return true
 }
 
 // errorParts is an error reply's code and message, within their bounds.

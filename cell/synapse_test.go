@@ -194,6 +194,40 @@ func TestSynapseLargeBodies(t *testing.T) {
 	})
 }
 
+// TestSynapseConcurrentLargeBodies: large calls from several goroutines,
+// whose writes and replies fill the socket both ways at once; someone must
+// keep reading the replies while the calls still write, or neither side
+// moves. The cell handles in line (MaxConcurrent 1), so that only the
+// client can keep things going.
+func TestSynapseConcurrentLargeBodies(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 1}), dialOpts(j)...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 3 {
+					want := bytes.Repeat([]byte{byte(g*3 + i)}, 4<<20+g)
+					got, err := c.Call(ctx, "echo", want)
+					if err != nil || !bytes.Equal(got, want) {
+						errs <- fmt.Errorf("goroutine %d, call %d: %d bytes back, %v", g, i, len(got), err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
+
 func TestSynapseBoundAnnounced(t *testing.T) {
 	// The server accepts 8 KiB bodies: the client refuses more before sending.
 	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{MaxBody: 8192}))
