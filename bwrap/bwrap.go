@@ -13,7 +13,7 @@ import (
 	"github.com/cellproject/cell/internal/process"
 )
 
-// DefaultPath is used when New or Probe get an empty bwrap path.
+// DefaultPath is used when New or Find get an empty bwrap path.
 const DefaultPath = "bwrap"
 
 // ErrInvalidSpec is returned for a spec whose paths cannot be bound into a

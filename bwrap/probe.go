@@ -39,9 +39,6 @@ const probeTimeout = 10 * time.Second
 // wrapping ErrNotInstalled, ErrNoUserNamespaces, ErrTooOld or
 // ErrSandboxFailed, with bwrap's message and a hint for the user.
 func Probe(ctx context.Context, bwrapPath string) error {
-	if bwrapPath == "" {
-		bwrapPath = DefaultPath
-	}
 	path, err := Find(bwrapPath)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)

@@ -70,10 +70,21 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 	set := backends.Open(ctx, backends.Options{Base: base, Bwrap: o.Bwrap, Podman: o.Podman,
 		WantPodman: mayUsePodman(cfg.Allowlist), Helper: o.PodmanHelper, HelperStderr: o.Stderr,
 		HelperLogFormat: o.LogFormat, Log: log})
+	// What dead sessions left in the backends (containers, slices) is
+	// theirs, never this session's, so it is collected while this one
+	// already serves: the owner need not wait for Podman or the bus.
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		if err := set.CollectDead(ctx, base); err != nil {
+			log.Warn("collecting dead sessions in the backends", zap.Error(err))
+		}
+	}()
 	// The supervisor ends each session's containers and slice (EndSession);
 	// what outlives a session, such as a Podman service of the root's own,
 	// goes once Serve returns.
 	defer func() {
+		<-collected
 		ctx, cancel := context.WithTimeout(context.Background(), 2*o.StopGrace+5*time.Second)
 		defer cancel()
 		// Once more at the end: a root killed just before this one started
@@ -85,9 +96,6 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 			log.Warn("closing the backends", zap.Error(err))
 		}
 	}()
-	if err := set.CollectDead(ctx, base); err != nil {
-		log.Warn("collecting dead sessions in the backends", zap.Error(err))
-	}
 	cfg.Backends, cfg.Capabilities = set.Backends, set.Capabilities
 	for b, c := range set.Capabilities {
 		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
