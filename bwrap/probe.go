@@ -59,7 +59,7 @@ func Probe(ctx context.Context, bwrapPath string) error {
 	args := append([]string{"--ro-bind", "/", "/"}, sb.Args...)
 	args = append(args, "--", path, "--version")
 	var out lockedBuffer
-	inst, err := process.New().Start(ctx, process.Command{
+	inst, err := process.NewLauncher().Start(ctx, process.Command{
 		Path:         path,
 		Args:         args,
 		Env:          []string{},

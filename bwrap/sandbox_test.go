@@ -216,7 +216,7 @@ func cellSpec(t *testing.T, mode string, out *testutil.SyncBuffer, extraEnv ...s
 
 func launch(t *testing.T, spec cellspec.Spec) *process.Instance {
 	t.Helper()
-	in, err := bwrap.New(requireBwrap(t)).Launch(context.Background(), spec)
+	in, err := bwrap.NewLauncher(requireBwrap(t)).Launch(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +489,7 @@ func TestKillTakesSandboxDown(t *testing.T) {
 func TestLaunchRejectsBadSpec(t *testing.T) {
 	spec := cellSpec(t, "sleep", nil)
 	spec.Exec = "relative/cell"
-	if _, err := bwrap.New("").Launch(context.Background(), spec); !errors.Is(err, bwrap.ErrInvalidSpec) {
+	if _, err := bwrap.NewLauncher("").Launch(context.Background(), spec); !errors.Is(err, bwrap.ErrInvalidSpec) {
 		t.Fatalf("launch of a relative exec: %v", err)
 	}
 }

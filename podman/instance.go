@@ -23,7 +23,7 @@ const removeTimeout = 30 * time.Second
 
 // Instance is one cell's container.
 type Instance struct {
-	b    *Backend
+	b    *Launcher
 	id   string
 	name string
 	root string
@@ -37,7 +37,7 @@ type Instance struct {
 	status string
 }
 
-func newInstance(b *Backend, id, name, root string, out io.Writer) *Instance {
+func newInstance(b *Launcher, id, name, root string, out io.Writer) *Instance {
 	return &Instance{b: b, id: id, name: name, root: root, logPath: root + ".log", output: out, done: make(chan struct{})}
 }
 
@@ -103,7 +103,7 @@ func (in *Instance) signal(ctx context.Context, sig string) {
 }
 
 // watch waits for the container to exit, records how, makes sure it is
-// removed, and closes done. It ends early only when the backend closes, and
+// removed, and closes done. It ends early only when the launcher closes, and
 // then only after forcing the container out.
 func (in *Instance) watch() {
 	defer in.b.wg.Done()

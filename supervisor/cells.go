@@ -249,7 +249,7 @@ func (s *Session) keyFits(key string) error { return rundir.CheckSocketPath(s.di
 func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
 	caps := make(map[cellspec.Backend]policy.Capability, len(s.cfg.Capabilities))
 	for b, c := range s.cfg.Capabilities {
-		if _, ok := s.cfg.Backends[b]; !ok && c.Available {
+		if _, ok := s.cfg.Launchers[b]; !ok && c.Available {
 			c = policy.Capability{Reason: fmt.Sprintf("backend %q is not wired into this root", b)}
 		}
 		caps[b] = c
@@ -358,7 +358,7 @@ func (s *Session) startInstance(e *cellEntry, spec cellspec.Spec, placed func(*i
 	s.tokens[token] = e.key
 	s.mu.Unlock()
 	placed(in)
-	inst, err := s.cfg.Backends[spec.Backend].Launch(s.life, spec)
+	inst, err := s.cfg.Launchers[spec.Backend].Launch(s.life, spec)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.tokens, token)

@@ -55,20 +55,20 @@ type Command struct {
 	FreshKeyring bool
 }
 
-// Backend launches cells as plain child processes.
-type Backend struct{}
+// Launcher launches cells as plain child processes.
+type Launcher struct{}
 
-// New returns the process backend.
-func New() *Backend { return &Backend{} }
+// NewLauncher returns the launcher of the process backend.
+func NewLauncher() *Launcher { return &Launcher{} }
 
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
 // Launch starts spec.Exec with spec.Args, exactly spec.Env, cwd "/", stdin
 // /dev/null and stdout and stderr to spec.Output. ctx bounds the launch only,
 // not the cell's life; a cancelled ctx or a failed exec leaves nothing running.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
 	inst, err := b.Start(ctx, Command{
 		Path:   spec.Exec,
 		Args:   spec.Args,
@@ -85,7 +85,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 // "/", stdin /dev/null and a SIGKILL death signal, and returns once it runs.
 // ctx bounds the start only; a cancelled ctx or a failed exec leaves nothing
 // running.
-func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
+func (b *Launcher) Start(ctx context.Context, c Command) (*Instance, error) {
 	if !supported {
 		return nil, fmt.Errorf("start %s: %w", c.Path, ErrUnsupported)
 	}

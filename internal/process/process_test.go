@@ -80,7 +80,7 @@ func helper(mode string) int {
 		res := make(chan string)
 		go func() {
 			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			in, err := process.New().Launch(context.Background(), cellspec.Spec{
+			in, err := process.NewLauncher().Launch(context.Background(), cellspec.Spec{
 				Key:  "child",
 				Exec: self,
 				Env:  []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=sleep"},
@@ -116,7 +116,7 @@ func helperSpec(t *testing.T, mode string, out io.Writer) cellspec.Spec {
 // launch starts a helper and stops it by force when the test ends.
 func launch(t *testing.T, mode string, out io.Writer) *process.Instance {
 	t.Helper()
-	in, err := process.New().Launch(context.Background(), helperSpec(t, mode, out))
+	in, err := process.NewLauncher().Launch(context.Background(), helperSpec(t, mode, out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestEnvIsExactlySpecEnv(t *testing.T) {
 	var out testutil.SyncBuffer
 	spec := helperSpec(t, "env", &out)
 	t.Setenv("CELL_LEAK_CHECK", "must-not-be-seen")
-	in, err := process.New().Launch(context.Background(), spec)
+	in, err := process.NewLauncher().Launch(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestExitStatus(t *testing.T) {
 }
 
 func TestLaunchFailures(t *testing.T) {
-	b := process.New()
+	b := process.NewLauncher()
 	spec := helperSpec(t, "sleep", nil)
 
 	missing := spec

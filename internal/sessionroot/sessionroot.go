@@ -96,7 +96,7 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 			log.Warn("closing the backends", zap.Error(err))
 		}
 	}()
-	cfg.Backends, cfg.Capabilities = set.Backends, set.Capabilities
+	cfg.Launchers, cfg.Capabilities = set.Launchers, set.Capabilities
 	for b, c := range set.Capabilities {
 		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
 			zap.Bool("enforces_limits", c.EnforcesLimits), zap.String("note", c.Reason))
