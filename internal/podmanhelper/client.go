@@ -312,7 +312,8 @@ func (h *helper) newID() uint32 {
 // prints before the launch's reply is not lost.
 func (h *helper) reserve(out io.Writer) (*Instance, uint32) {
 	id := h.newID()
-	in := &Instance{h: h, handle: id, output: out, done: make(chan struct{})}
+	in := &Instance{h: h, handle: id, output: out}
+	in.Exit, in.finish = cellspec.NewExit()
 	h.mu.Lock()
 	h.insts[id] = in
 	h.mu.Unlock()
@@ -460,51 +461,24 @@ type Instance struct {
 	handle uint32
 	name   string // set before Launch returns
 	output io.Writer
-	done   chan struct{}
 	// endedAt is guarded by h.mu.
 	endedAt time.Time
-
-	// mu guards status and finished.
-	mu       sync.Mutex
-	status   string
-	finished bool
-}
-
-// finish records how the instance ended and closes done, once.
-func (in *Instance) finish(status string) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.finished {
-		return
-	}
-	in.finished = true
-	in.status = status
-	close(in.done)
+	// Exit is Done, closed once the container has exited and has been
+	// removed, or the helper ended, and ExitStatus, Podman's "exited N"
+	// or why the helper ended. finish ends it, once.
+	*cellspec.Exit
+	finish func(status string)
 }
 
 // ID is the container's name (cell-<session>-<key>).
 func (in *Instance) ID() string { return in.name }
 
-// Done is closed once the container has exited and has been removed, or the
-// helper ended.
-func (in *Instance) Done() <-chan struct{} { return in.done }
-
-// ExitStatus is Podman's "exited N" once Done is closed, or why the helper
-// ended; "" before.
-func (in *Instance) ExitStatus() string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.status
-}
-
 // Stop sends SIGTERM to the cell and, when ctx ends (or had ended), kills
 // and removes its container; it returns once the container is gone. It is
 // safe to call many times, concurrently and after the cell exited.
 func (in *Instance) Stop(ctx context.Context) error {
-	select {
-	case <-in.done:
+	if in.Ended() {
 		return nil
-	default:
 	}
 	if _, err := in.h.call(ctx, in.h.newID(), kindStop, encodeU32(in.handle)); err != nil {
 		if errors.Is(err, ErrHelperGone) {
@@ -513,6 +487,6 @@ func (in *Instance) Stop(ctx context.Context) error {
 		return fmt.Errorf("stop container %s: %w", in.name, err)
 	}
 	// The exit frame follows the stop's reply.
-	<-in.done
+	<-in.Done()
 	return nil
 }

@@ -54,7 +54,8 @@ func (p *fakePodman) Launch(ctx context.Context, spec cellspec.Spec) (Container,
 	if spec.Exec == "/fail" {
 		return nil, errors.New("no such image")
 	}
-	c := &fakeContainer{name: "cell-" + spec.Session + "-" + spec.Key, stubborn: slices.Contains(spec.Args, "stubborn"), done: make(chan struct{})}
+	c := &fakeContainer{name: "cell-" + spec.Session + "-" + spec.Key, stubborn: slices.Contains(spec.Args, "stubborn")}
+	c.Exit, c.end = cellspec.NewExit()
 	fmt.Fprintf(spec.Output, "hello from %s env=%s\n", spec.Key, strings.Join(spec.Env, ","))
 	p.mu.Lock()
 	p.conts = append(p.conts, c)
@@ -78,19 +79,13 @@ func (p *fakePodman) Close(ctx context.Context) error {
 }
 
 type fakeContainer struct {
+	*cellspec.Exit
+	end      func(status string)
 	name     string
 	stubborn bool
-	done     chan struct{}
-	once     sync.Once
-	status   string
 }
 
-func (c *fakeContainer) end(status string) {
-	c.once.Do(func() { c.status = status; close(c.done) })
-}
-func (c *fakeContainer) ID() string            { return c.name }
-func (c *fakeContainer) Done() <-chan struct{} { return c.done }
-func (c *fakeContainer) ExitStatus() string    { return c.status }
+func (c *fakeContainer) ID() string { return c.name }
 func (c *fakeContainer) Stop(ctx context.Context) error {
 	if !c.stubborn {
 		c.end("exited 143")
