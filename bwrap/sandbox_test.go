@@ -220,11 +220,7 @@ func launch(t *testing.T, spec cellspec.Spec) *process.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = in.Stop(ctx)
-	})
+	testutil.KillAtEnd(t, in)
 	return in
 }
 

@@ -118,11 +118,7 @@ func launch(t *testing.T, mode string, out io.Writer) *process.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = in.Stop(ctx)
-	})
+	testutil.KillAtEnd(t, in)
 	return in
 }
 

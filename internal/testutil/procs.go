@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -51,4 +52,14 @@ func AwaitDone(t testing.TB, in interface {
 	case <-time.After(within):
 		t.Fatalf("cell %s not done after %v", in.ID(), within)
 	}
+}
+
+// KillAtEnd stops a launched cell by force (a Stop with an ended context)
+// when the test ends, whatever it did with it before.
+func KillAtEnd(t testing.TB, in interface{ Stop(context.Context) error }) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = in.Stop(ctx)
+	})
 }
