@@ -99,26 +99,30 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	if errors.Is(err, errShuttingDown) {
 		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
 	}
-	var out launched
+	// The record is built once the outcome is known: now, or for a new
+	// instance when the backend has named it (or refused it), which may be
+	// after this request was answered shutting_down.
+	record := func(out launched) {
+		s.recordDecision(who, s.spawnRecord(who, req, key, dec, joined, out), time.Now())
+	}
 	switch {
+	case dec.Allow && err == nil && !joined:
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.launch(entry, dec.Spec, record)
+		}()
 	case joined:
+		var out launched
 		s.mu.Lock()
 		if entry.cur != nil && entry.cur.inst != nil {
 			out.id = entry.cur.inst.ID()
 		}
 		s.mu.Unlock()
-	case dec.Allow && err == nil:
-		// The record waits for the backend to name the instance (or
-		// refuse it); readiness is awaited below, as joiners await it.
-		started := make(chan launched, 1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.launch(entry, dec.Spec, started)
-		}()
-		out = <-started
+		record(out)
+	default:
+		record(launched{})
 	}
-	s.recordDecision(who, s.spawnRecord(who, req, key, dec, joined, out), time.Now())
 	if !dec.Allow {
 		return errorReply(req.ID, wire.CodeDenied, string(dec.Code), dec.Reason)
 	}
@@ -293,16 +297,16 @@ func (s *Session) reserveLocked(who peer, dec policy.Decision) *cellEntry {
 }
 
 // launch binds the reserved entry's listener, starts its first instance,
-// says on started what the backend made of it, and settles the entry's
+// tells outcome what the backend made of it, and settles the entry's
 // ready channel once the instance serves or failed to.
-func (s *Session) launch(e *cellEntry, spec cellspec.Spec, started chan<- launched) {
+func (s *Session) launch(e *cellEntry, spec cellspec.Spec, outcome func(launched)) {
 	spec.Session = s.id
 	spec.SessionDir = s.dir
 	spec.Output = s.out.prefixed(e.key)
 	e.spec = spec
 
 	fail := func(err error) {
-		started <- launched{err: err}
+		outcome(launched{err: err})
 		s.retire(e)
 		e.readyErr = err
 		close(e.ready)
@@ -320,7 +324,7 @@ func (s *Session) launch(e *cellEntry, spec cellspec.Spec, started chan<- launch
 		fail(err)
 		return
 	}
-	started <- launched{id: in.inst.ID()}
+	outcome(launched{id: in.inst.ID()})
 	if err := s.awaitServing(in); err != nil {
 		// The exit goroutine leaves a starting entry to us.
 		s.stopInstance(in, "not ready: "+err.Error())
