@@ -13,7 +13,7 @@ import (
 	"github.com/cellproject/cell/internal/process"
 )
 
-// DefaultPath is used when New or Probe get an empty bwrap path.
+// DefaultPath is used when New or Find get an empty bwrap path.
 const DefaultPath = "bwrap"
 
 // ErrInvalidSpec is returned for a spec whose paths cannot be bound into a
@@ -22,7 +22,7 @@ var ErrInvalidSpec = errors.New("bwrap: invalid spec")
 
 // Args returns bubblewrap's options for spec's sandbox with layers o: everything that goes
 // before "--" and the cell's argv. It expects spec.Exec and spec.SessionDir
-// (if set) to be absolute and clean; [Backend.Launch] checks that.
+// (if set) to be absolute and clean; [Launcher.Launch] checks that.
 //
 // The environment is not part of the argv: the caller runs bwrap with exactly
 // spec.Env as its environment, and bwrap hands it on unchanged. That keeps
@@ -117,23 +117,23 @@ func under(p string, dirs []string) bool {
 	return false
 }
 
-// Backend runs cells in bubblewrap sandboxes.
-type Backend struct {
+// Launcher runs cells in bubblewrap sandboxes.
+type Launcher struct {
 	path string
-	proc *process.Backend
+	proc *process.Launcher
 }
 
-// New returns a backend running bwrapPath ("" means "bwrap" from $PATH).
-func New(bwrapPath string) *Backend {
+// NewLauncher returns a launcher running bwrapPath ("" means "bwrap" from $PATH).
+func NewLauncher(bwrapPath string) *Launcher {
 	if bwrapPath == "" {
 		bwrapPath = DefaultPath
 	}
-	return &Backend{path: bwrapPath, proc: process.New()}
+	return &Launcher{path: bwrapPath, proc: process.NewLauncher()}
 }
 
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*process.Instance, error)
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
 // Launch starts `bwrap Args(spec) -- spec.Exec spec.Args...` with exactly
 // spec.Env and returns once bwrap runs; a sandbox that bwrap fails to set up
@@ -141,7 +141,7 @@ var _ interface {
 // is bwrap's: its ID is bwrap's pid, its exit status the cell's (bwrap
 // relays it). Stop's SIGTERM goes to the sandbox's processes, not to bwrap;
 // its SIGKILL to all of them, and bwrap's death takes the sandbox with it.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*process.Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*process.Instance, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
 	}

@@ -35,7 +35,7 @@ type Features struct {
 // architecture.
 func (f Features) Missing() []capsid.Layer {
 	var m []capsid.Layer
-	if _, err := capsid.Compiled(); err != nil || !f.Seccomp {
+	if !capsid.Supported() || !f.Seccomp {
 		m = append(m, capsid.Filter)
 	}
 	if !f.DisableUserns {
@@ -48,11 +48,13 @@ func (f Features) Missing() []capsid.Layer {
 }
 
 // features caches FeaturesOf per bwrap path: the binary does not change
-// under a running root.
+// under a running root. ProbeCached fills it from its file, so that a root
+// whose probe is cached runs no bwrap at all before it serves.
 var features sync.Map // path -> Features
 
 // FeaturesOf reads which capsid options bwrapPath understands from its
-// --help, once per path and process. A bwrap that cannot say has none.
+// --help, once per path and process (or from ProbeCached's file). A bwrap
+// that cannot say has none.
 func FeaturesOf(ctx context.Context, bwrapPath string) Features {
 	if f, ok := features.Load(bwrapPath); ok {
 		return f.(Features)
@@ -94,7 +96,13 @@ func Prepare(ctx context.Context, bwrapPath string, spec cellspec.Spec, fd int) 
 		o.TmpSize = capsid.TmpSize(spec.Limits)
 	}
 	sb := &Sandbox{}
-	if p, err := capsid.Compiled(); err == nil && f.Seccomp {
+	if capsid.Supported() && f.Seccomp {
+		// Missing promised the filter: a program that does not compile
+		// refuses the sandbox rather than run it without.
+		p, err := capsid.Compiled()
+		if err != nil {
+			return nil, fmt.Errorf("seccomp filter: %w", err)
+		}
 		r, err := programPipe(p.Bytes())
 		if err != nil {
 			return nil, err

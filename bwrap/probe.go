@@ -39,9 +39,6 @@ const probeTimeout = 10 * time.Second
 // wrapping ErrNotInstalled, ErrNoUserNamespaces, ErrTooOld or
 // ErrSandboxFailed, with bwrap's message and a hint for the user.
 func Probe(ctx context.Context, bwrapPath string) error {
-	if bwrapPath == "" {
-		bwrapPath = DefaultPath
-	}
 	path, err := Find(bwrapPath)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
@@ -62,7 +59,7 @@ func Probe(ctx context.Context, bwrapPath string) error {
 	args := append([]string{"--ro-bind", "/", "/"}, sb.Args...)
 	args = append(args, "--", path, "--version")
 	var out lockedBuffer
-	inst, err := process.New().Start(ctx, process.Command{
+	inst, err := process.NewLauncher().Start(ctx, process.Command{
 		Path:         path,
 		Args:         args,
 		Env:          []string{},

@@ -22,23 +22,26 @@ import (
 const probeCacheName = ".bwrap-probe"
 
 // probeCacheMagic starts the file; the number is the format's version.
-const probeCacheMagic = "cell bwrap probe 1\n"
+const probeCacheMagic = "cell bwrap probe 2\n"
 
-// maxProbeCache bounds what is read of the file: a valid one is 84 bytes.
+// featuresTag starts the line after the key: the binary's Features, learnt
+// with the probe and valid under the same key (its identity is in it).
+const featuresTag = "features "
+
+// maxProbeCache bounds what is read of the file: a valid one is 97 bytes.
 const maxProbeCache = 4 << 10
 
 // ProbeCached is Probe, remembered: a successful probe is recorded in
 // cacheDir (the user's private runtime dir) under a key of everything that
 // decides its outcome (the bwrap binary's path, size, mtime and inode, the
 // kernel release, the uid, the user-namespace sysctls, and the probe's own
-// argv), and a later call with the same key returns nil without running a
-// sandbox. A missing, malformed, foreign or stale file means a probe, as
-// does an empty cacheDir. Failures are not remembered: the user may fix
-// them. cached reports whether the answer came from the file.
+// argv), together with the binary's [Features], and a later call with the
+// same key returns nil without running a sandbox or bwrap --help: the
+// features are taken from the file for [FeaturesOf] in this process. A
+// missing, malformed, foreign or stale file means a probe, as does an empty
+// cacheDir. Failures are not remembered: the user may fix them. cached
+// reports whether the answer came from the file.
 func ProbeCached(ctx context.Context, bwrapPath, cacheDir string) (cached bool, err error) {
-	if bwrapPath == "" {
-		bwrapPath = DefaultPath
-	}
 	path, err := Find(bwrapPath)
 	if err != nil {
 		return false, fmt.Errorf("probe: %w", err)
@@ -49,17 +52,19 @@ func ProbeCached(ctx context.Context, bwrapPath, cacheDir string) (cached bool, 
 	key, keyErr := probeKey(path)
 	file := filepath.Join(cacheDir, probeCacheName)
 	if keyErr == nil {
-		if got, err := readProbeCache(file); err == nil && got == key {
+		if got, f, err := readProbeCache(file); err == nil && got == key {
+			features.Store(path, f)
 			return true, nil
 		}
 	}
 	if err := Probe(ctx, path); err != nil {
 		return false, err
 	}
-	if keyErr == nil {
-		// A cache that cannot be written costs the next start a probe,
-		// nothing more.
-		_ = writeProbeCache(file, key)
+	// The probe's sandbox asked bwrap for its features; only an answer
+	// bwrap gave is worth remembering. A cache that cannot be written
+	// costs the next start a probe, nothing more.
+	if f, ok := features.Load(path); ok && keyErr == nil {
+		_ = writeProbeCache(file, key, f.(Features))
 	}
 	return false, nil
 }
@@ -104,56 +109,81 @@ func probeArgs(path string) []string {
 // writes.
 var errProbeCache = errors.New("bwrap: malformed probe cache")
 
-// parseProbeCache returns the key of a cache file's contents: the magic
-// line, then 64 lowercase hex digits and a newline, nothing else.
-func parseProbeCache(data []byte) (string, error) {
+// formatProbeCache is the cache file's contents: the magic line, the key,
+// and the features as three digits 0 or 1 (Seccomp, DisableUserns,
+// TmpfsSize).
+func formatProbeCache(key string, f Features) string {
+	bit := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	return probeCacheMagic + key + "\n" + featuresTag + bit(f.Seccomp) + bit(f.DisableUserns) + bit(f.TmpfsSize) + "\n"
+}
+
+// parseProbeCache returns the key and features of a cache file's contents,
+// which must be exactly what formatProbeCache writes.
+func parseProbeCache(data []byte) (string, Features, error) {
 	rest, ok := bytes.CutPrefix(data, []byte(probeCacheMagic))
 	if !ok {
-		return "", fmt.Errorf("%w: no header", errProbeCache)
+		return "", Features{}, fmt.Errorf("%w: no header", errProbeCache)
 	}
-	if len(rest) != 2*sha256.Size+1 || rest[len(rest)-1] != '\n' {
-		return "", fmt.Errorf("%w: %d bytes after the header", errProbeCache, len(rest))
+	const size = 2*sha256.Size + 1 + len(featuresTag) + 3 + 1
+	if len(rest) != size || rest[2*sha256.Size] != '\n' || rest[len(rest)-1] != '\n' {
+		return "", Features{}, fmt.Errorf("%w: %d bytes after the header", errProbeCache, len(rest))
 	}
 	key := rest[:2*sha256.Size]
 	for _, c := range key {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return "", fmt.Errorf("%w: %q in the key", errProbeCache, c)
+			return "", Features{}, fmt.Errorf("%w: %q in the key", errProbeCache, c)
 		}
 	}
-	return string(key), nil
+	bits, ok := bytes.CutPrefix(rest[2*sha256.Size+1:len(rest)-1], []byte(featuresTag))
+	if !ok {
+		return "", Features{}, fmt.Errorf("%w: no features", errProbeCache)
+	}
+	var b [3]bool
+	for i, c := range bits {
+		if c != '0' && c != '1' {
+			return "", Features{}, fmt.Errorf("%w: %q in the features", errProbeCache, c)
+		}
+		b[i] = c == '1'
+	}
+	return string(key), Features{Seccomp: b[0], DisableUserns: b[1], TmpfsSize: b[2]}, nil
 }
 
-// readProbeCache reads the key from file, which must be a regular file of
+// readProbeCache reads the key and features from file, which must be a regular file of
 // ours with mode 0600 (not a link: the runtime dir is private, but a file
 // in it is trusted only when it is exactly what we write).
-func readProbeCache(file string) (string, error) {
+func readProbeCache(file string) (string, Features, error) {
 	f, err := os.OpenFile(file, os.O_RDONLY|noFollow, 0)
 	if err != nil {
-		return "", err
+		return "", Features{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", err
+		return "", Features{}, err
 	}
 	if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 || !ownedByUs(fi) {
-		return "", fmt.Errorf("%w: %s is not a 0600 file of ours (%s)", errProbeCache, file, fi.Mode())
+		return "", Features{}, fmt.Errorf("%w: %s is not a 0600 file of ours (%s)", errProbeCache, file, fi.Mode())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxProbeCache))
 	if err != nil {
-		return "", err
+		return "", Features{}, err
 	}
 	return parseProbeCache(data)
 }
 
-// writeProbeCache replaces file atomically with key.
-func writeProbeCache(file, key string) error {
+// writeProbeCache replaces file atomically with key and f.
+func writeProbeCache(file, key string, f Features) error {
 	tmp, err := os.CreateTemp(filepath.Dir(file), probeCacheName+".tmp-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(probeCacheMagic + key + "\n"); err != nil {
+	if _, err := tmp.WriteString(formatProbeCache(key, f)); err != nil {
 		tmp.Close()
 		return err
 	}

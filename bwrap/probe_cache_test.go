@@ -40,6 +40,15 @@ func TestProbeCached(t *testing.T) {
 	}
 	step("first probe", false)
 	step("second", true)
+	// The features come from the file under the same key as the probe.
+	_, fromFile, err := readProbeCache(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	features.Delete(bin)
+	if got := FeaturesOf(ctx, bin); got != fromFile {
+		t.Errorf("cached features %+v, bwrap --help says %+v", fromFile, got)
+	}
 	if err := os.WriteFile(file, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +66,7 @@ func TestProbeCached(t *testing.T) {
 	if err := os.Symlink("/etc/passwd", file); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readProbeCache(file); err == nil {
+	if _, _, err := readProbeCache(file); err == nil {
 		t.Error("a symlinked cache was read")
 	}
 }
@@ -96,16 +105,16 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 func FuzzParseProbeCache(f *testing.F) {
-	f.Add([]byte(probeCacheMagic + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"))
+	f.Add([]byte(formatProbeCache("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Features{Seccomp: true, TmpfsSize: true})))
 	f.Add([]byte(probeCacheMagic))
-	f.Add([]byte("cell bwrap probe 2\n"))
+	f.Add([]byte("cell bwrap probe 1\n0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		key, err := parseProbeCache(data)
+		key, feat, err := parseProbeCache(data)
 		if err != nil {
 			return
 		}
-		if string(data) != probeCacheMagic+key+"\n" {
-			t.Fatalf("accepted %q as key %q", data, key)
+		if string(data) != formatProbeCache(key, feat) {
+			t.Fatalf("accepted %q as key %q, features %+v", data, key, feat)
 		}
 	})
 }

@@ -216,25 +216,12 @@ func cellSpec(t *testing.T, mode string, out *testutil.SyncBuffer, extraEnv ...s
 
 func launch(t *testing.T, spec cellspec.Spec) *process.Instance {
 	t.Helper()
-	in, err := bwrap.New(requireBwrap(t)).Launch(context.Background(), spec)
+	in, err := bwrap.NewLauncher(requireBwrap(t)).Launch(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = in.Stop(ctx)
-	})
+	testutil.KillAtEnd(t, in)
 	return in
-}
-
-func waitDone(t *testing.T, in *process.Instance) {
-	t.Helper()
-	select {
-	case <-in.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("bwrap %s not reaped", in.ID())
-	}
 }
 
 func TestProbe(t *testing.T) {
@@ -285,7 +272,7 @@ func runReport(t *testing.T, network bool) (cellspec.Spec, report) {
 	spec := cellSpec(t, "report", &out, "TEST_HOME_FILE="+homeFile.Name(), "TEST_TCP_ADDR="+ln.Addr().String())
 	spec.Network = network
 	in := launch(t, spec)
-	waitDone(t, in)
+	testutil.AwaitDone(t, in, 20*time.Second)
 	if st := in.ExitStatus(); st != "exited 0" {
 		t.Fatalf("cell: %s, output %q", st, out.String())
 	}
@@ -386,8 +373,8 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		if st, ok := readStat(p); ok {
-			parent[p] = st.ppid
+		if st, err := linuxproc.ReadStat(p); err == nil {
+			parent[p] = st.PPid
 		}
 	}
 	var out []int
@@ -400,44 +387,6 @@ func descendants(pid int) []int {
 		}
 	}
 	return out
-}
-
-type procStat struct {
-	state byte
-	ppid  int
-	start string
-}
-
-func readStat(pid int) (procStat, bool) {
-	st, err := linuxproc.ReadStat(pid)
-	if err != nil {
-		return procStat{}, false
-	}
-	return procStat{state: st.State, ppid: st.PPid, start: strconv.FormatUint(st.StartTime, 10)}, true
-}
-
-// allGone waits until every process in pids (as first seen) is dead.
-func allGone(t *testing.T, pids []int, within time.Duration) {
-	t.Helper()
-	firsts := map[int]procStat{}
-	for _, p := range pids {
-		if st, ok := readStat(p); ok {
-			firsts[p] = st
-		}
-	}
-	deadline := time.Now().Add(within)
-	for p, first := range firsts {
-		for {
-			st, ok := readStat(p)
-			if !ok || st.start != first.start || st.state == 'Z' {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("sandbox pid %d still alive after bwrap died", p)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 }
 
 // TestDieWithParent SIGKILLs bwrap alone, outside the process lifecycle so
@@ -463,7 +412,7 @@ func TestDieWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	allGone(t, inside, 5*time.Second)
+	testutil.Gone(t, 5*time.Second, inside...)
 }
 
 // TestKillTakesSandboxDown is the same through the backend: Stop's SIGKILL.
@@ -483,13 +432,13 @@ func TestKillTakesSandboxDown(t *testing.T) {
 	if st := in.ExitStatus(); st != "signal killed" {
 		t.Errorf("status %q", st)
 	}
-	allGone(t, inside, 5*time.Second)
+	testutil.Gone(t, 5*time.Second, inside...)
 }
 
 func TestLaunchRejectsBadSpec(t *testing.T) {
 	spec := cellSpec(t, "sleep", nil)
 	spec.Exec = "relative/cell"
-	if _, err := bwrap.New("").Launch(context.Background(), spec); !errors.Is(err, bwrap.ErrInvalidSpec) {
+	if _, err := bwrap.NewLauncher("").Launch(context.Background(), spec); !errors.Is(err, bwrap.ErrInvalidSpec) {
 		t.Fatalf("launch of a relative exec: %v", err)
 	}
 }

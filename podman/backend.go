@@ -30,7 +30,7 @@ var (
 	ErrNoService = errors.New("podman: no Podman service")
 	// ErrInvalidSpec: the spec cannot become a container.
 	ErrInvalidSpec = errors.New("podman: invalid spec")
-	// ErrClosed: the backend was closed.
+	// ErrClosed: the launcher was closed.
 	ErrClosed = errors.New("podman: backend closed")
 	// ErrRoot: the backend runs rootless containers, and we are root.
 	ErrRoot = errors.New("podman: the podman backend runs rootless containers only")
@@ -65,8 +65,8 @@ type Options struct {
 // keeps it apart from session ids, which supervisor collection scans.
 const privPrefix = ".podman-"
 
-// Backend launches cells as containers of one Podman service.
-type Backend struct {
+// Launcher launches cells as containers of one Podman service.
+type Launcher struct {
 	opts Options
 	conn context.Context // bindings connection; carries no deadline
 	// priv is the backend's private dir (mode 0700, never mounted into a
@@ -93,12 +93,12 @@ type Backend struct {
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
 	EndSession(context.Context, string) error
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
 // Open finds the user's Podman service or starts one of its own, and checks
-// it answers. The caller must Close the backend, which stops such a service.
+// it answers. The caller must Close the launcher, which stops such a service.
 // An error wraps ErrRoot, ErrNotFound or ErrNoService and says why.
-func Open(ctx context.Context, opts Options) (*Backend, error) {
+func Open(ctx context.Context, opts Options) (*Launcher, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
@@ -127,7 +127,7 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 
-	b := &Backend{opts: opts, insts: map[*Instance]struct{}{}}
+	b := &Launcher{opts: opts, insts: map[*Instance]struct{}{}}
 	var err error
 	if b.priv, err = os.MkdirTemp(opts.Base, privPrefix); err != nil {
 		return nil, fmt.Errorf("podman: private dir: %w", err)
@@ -168,13 +168,13 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 // startService runs `podman system service` on a socket in the private dir
 // through the process package, so that it dies with the root however the
 // root ends, and waits until it answers.
-func (b *Backend) startService(ctx context.Context, path string) error {
+func (b *Launcher) startService(ctx context.Context, path string) error {
 	sock := filepath.Join(b.priv, "podman.sock")
 	env := b.opts.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	svc, err := process.New().Start(ctx, process.Command{
+	svc, err := process.NewLauncher().Start(ctx, process.Command{
 		Path: path,
 		// --time=0: no idle exit; it lives exactly as long as we do.
 		Args:   []string{"system", "service", "--time=0", "unix://" + sock},
@@ -238,19 +238,19 @@ func versionOf(conn context.Context) string {
 }
 
 // Version is the API version of the service in use.
-func (b *Backend) Version() string { return b.version }
+func (b *Launcher) Version() string { return b.version }
 
 // Socket is the API socket in use.
-func (b *Backend) Socket() string { return b.socket }
+func (b *Launcher) Socket() string { return b.socket }
 
-// OwnService reports whether the backend started the service itself.
-func (b *Backend) OwnService() bool { return b.service != nil }
+// OwnService reports whether the launcher started the service itself.
+func (b *Launcher) OwnService() bool { return b.service != nil }
 
 // callCtx is a context for one API call: the connection's values, ctx's
 // deadline and cancellation.
 // forceRemove kills and removes container id at once, in whatever state it
 // is; one that is already gone is no error.
-func (b *Backend) forceRemove(ctx context.Context, id string) error {
+func (b *Launcher) forceRemove(ctx context.Context, id string) error {
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	_, err := containers.Remove(cctx, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0))
@@ -260,7 +260,7 @@ func (b *Backend) forceRemove(ctx context.Context, id string) error {
 	return nil
 }
 
-func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (b *Launcher) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	c, cancel := context.WithCancel(b.conn)
 	stop := context.AfterFunc(ctx, cancel)
 	if d, ok := ctx.Deadline(); ok {
@@ -273,7 +273,7 @@ func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelF
 
 // Launch creates and starts spec's container and returns once it runs. ctx
 // bounds the launch only; a failed or cancelled launch leaves no container.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
@@ -323,7 +323,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 }
 
 // makeRoot makes the container's root dir: empty, with the mount points.
-func (b *Backend) makeRoot(spec cellspec.Spec) (string, error) {
+func (b *Launcher) makeRoot(spec cellspec.Spec) (string, error) {
 	root, err := os.MkdirTemp(b.priv, "root-")
 	if err != nil {
 		return "", fmt.Errorf("container root: %w", err)
@@ -354,7 +354,7 @@ func (b *Backend) makeRoot(spec cellspec.Spec) (string, error) {
 }
 
 // forget drops a finished instance.
-func (b *Backend) forget(in *Instance) {
+func (b *Launcher) forget(in *Instance) {
 	b.mu.Lock()
 	delete(b.insts, in)
 	b.mu.Unlock()
@@ -362,14 +362,14 @@ func (b *Backend) forget(in *Instance) {
 
 // EndSession removes every container labelled with session, running or
 // not: what the cells of the session left, whatever the supervisor knew of.
-func (b *Backend) EndSession(ctx context.Context, session string) error {
+func (b *Launcher) EndSession(ctx context.Context, session string) error {
 	_, err := b.removeWhere(ctx, func(labels map[string]string) bool { return labels[LabelSession] == session })
 	return err
 }
 
 // Close stops every container this backend started, then the service it
 // started, and removes its private dir. It is safe to call more than once.
-func (b *Backend) Close(ctx context.Context) error {
+func (b *Launcher) Close(ctx context.Context) error {
 	b.mu.Lock()
 	already := b.closed
 	b.closed = true

@@ -17,7 +17,7 @@ import (
 
 // Containers lists the ids and labels of every container, in any state,
 // that carries LabelSession and this backend's LabelBase.
-func (b *Backend) Containers(ctx context.Context) (map[string]map[string]string, error) {
+func (b *Launcher) Containers(ctx context.Context) (map[string]map[string]string, error) {
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithFilters(map[string][]string{
@@ -40,7 +40,7 @@ func (b *Backend) Containers(ctx context.Context) (map[string]map[string]string,
 
 // removeWhere force-removes our containers whose labels match, and returns
 // how many it removed.
-func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string) bool) (int, error) {
+func (b *Launcher) removeWhere(ctx context.Context, match func(map[string]string) bool) (int, error) {
 	list, err := b.Containers(ctx)
 	if err != nil {
 		return 0, err
@@ -65,7 +65,7 @@ func (b *Backend) removeWhere(ctx context.Context, match func(map[string]string)
 // container whose runtime died under it (runc init killed, a create cut
 // short) first fails with "container state improper" until Podman has
 // synced its state, and then goes. A container already gone is no error.
-func (b *Backend) removeRetrying(ctx context.Context, id string) error {
+func (b *Launcher) removeRetrying(ctx context.Context, id string) error {
 	var err error
 	for attempt := range 4 {
 		if attempt > 0 {
@@ -88,7 +88,7 @@ func (b *Backend) removeRetrying(ctx context.Context, id string) error {
 // knows, then storage-only ones that only `podman ps --external` shows; and
 // the private dirs of backends that died without closing. It returns the
 // sessions it removed containers of.
-func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
+func (b *Launcher) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
 	killed, killErr := killLeftoverConmons(b.opts.Base, live)
 	if killed > 0 {
 		b.opts.Log.Info("killed conmon and runc processes of dead sessions", zap.Int("processes", killed))
@@ -133,7 +133,7 @@ func (b *Backend) CollectDead(ctx context.Context, live func(session string) boo
 // without a database record. Having no labels to go by, they are known by
 // ContainerName's pattern, which names the session; a storage-only container
 // of a live session (one being created right now) is left alone.
-func (b *Backend) removeExternal(ctx context.Context, live func(string) bool) ([]string, error) {
+func (b *Launcher) removeExternal(ctx context.Context, live func(string) bool) ([]string, error) {
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithExternal(true))
@@ -172,7 +172,7 @@ const youngDir = time.Minute
 
 // collectPrivateDirs removes the private dirs whose backend is gone: their
 // lock is free.
-func (b *Backend) collectPrivateDirs() error {
+func (b *Launcher) collectPrivateDirs() error {
 	entries, err := os.ReadDir(b.opts.Base)
 	if err != nil {
 		return fmt.Errorf("podman: list runtime dir: %w", err)

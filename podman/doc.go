@@ -7,6 +7,6 @@
 // read-only root and a private /tmp, no capabilities, no new privileges, the
 // user's own uid (keep-id), the session dir as its only writable mount, and
 // the labels [LabelSession], [LabelCell] and [LabelBase], by which teardown
-// and [Backend.CollectDead] find it. Containers without those labels, the
+// and [Launcher.CollectDead] find it. Containers without those labels, the
 // user's own, are never touched.
 package podman

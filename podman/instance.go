@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/errorhandling"
 	"go.uber.org/zap"
@@ -23,22 +23,24 @@ const removeTimeout = 30 * time.Second
 
 // Instance is one cell's container.
 type Instance struct {
-	b    *Backend
+	b    *Launcher
 	id   string
 	name string
 	root string
 	// logPath is the container's log file, beside its root.
 	logPath string
 	output  io.Writer
-	done    chan struct{}
-
-	// mu guards status.
-	mu     sync.Mutex
-	status string
+	// Exit is Done, closed once the container has exited and has been
+	// removed, and ExitStatus, "exited N" (N is the cell's exit code; 137
+	// and 143 are SIGKILL and SIGTERM as Podman reports them).
+	*cellspec.Exit
+	end func(status string)
 }
 
-func newInstance(b *Backend, id, name, root string, out io.Writer) *Instance {
-	return &Instance{b: b, id: id, name: name, root: root, logPath: root + ".log", output: out, done: make(chan struct{})}
+func newInstance(b *Launcher, id, name, root string, out io.Writer) *Instance {
+	in := &Instance{b: b, id: id, name: name, root: root, logPath: root + ".log", output: out}
+	in.Exit, in.end = cellspec.NewExit()
+	return in
 }
 
 // ID is the container's name (cell-<session>-<key>), which ps and the audit
@@ -48,17 +50,6 @@ func (in *Instance) ID() string { return in.name }
 // ContainerID is Podman's id of the container.
 func (in *Instance) ContainerID() string { return in.id }
 
-// Done is closed once the container has exited and has been removed.
-func (in *Instance) Done() <-chan struct{} { return in.done }
-
-// ExitStatus is "exited N" once Done is closed (N is the cell's exit code;
-// 137 and 143 are SIGKILL and SIGTERM as Podman reports them), "" before.
-func (in *Instance) ExitStatus() string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.status
-}
-
 // Stop sends SIGTERM to the cell and waits for the container to be gone or
 // ctx to end; when ctx ends (or had ended already, which skips the SIGTERM)
 // it kills the container with SIGKILL, removes it and waits. It returns nil
@@ -66,17 +57,15 @@ func (in *Instance) ExitStatus() string {
 // nor removed. It is safe to call many times, concurrently and after the
 // cell exited.
 func (in *Instance) Stop(ctx context.Context) error {
-	select {
-	case <-in.done:
+	if in.Ended() {
 		return nil
-	default:
 	}
 	if ctx.Err() == nil {
 		// A failed SIGTERM (the container just exited) is no reason to
 		// skip the wait: the force follows if it is still there.
 		in.signal(ctx, "SIGTERM")
 		select {
-		case <-in.done:
+		case <-in.Done():
 			return nil
 		case <-ctx.Done():
 		}
@@ -87,7 +76,7 @@ func (in *Instance) Stop(ctx context.Context) error {
 		return fmt.Errorf("stop container %s: %w", in.name, err)
 	}
 	select {
-	case <-in.done:
+	case <-in.Done():
 		return nil
 	case <-fctx.Done():
 		return fmt.Errorf("stop container %s: removed but its watcher did not finish: %w", in.name, fctx.Err())
@@ -103,16 +92,16 @@ func (in *Instance) signal(ctx context.Context, sig string) {
 }
 
 // watch waits for the container to exit, records how, makes sure it is
-// removed, and closes done. It ends early only when the backend closes, and
+// removed, and closes done. It ends early only when the launcher closes, and
 // then only after forcing the container out.
 func (in *Instance) watch() {
+	status := "unknown"
 	defer in.b.wg.Done()
 	defer in.b.forget(in)
-	defer close(in.done)
+	defer func() { in.end(status) }()
 	defer os.Remove(in.logPath)
 	defer os.RemoveAll(in.root)
 
-	status := "unknown"
 	for {
 		wctx, cancel := in.b.callCtx(in.b.life)
 		code, err := containers.Wait(wctx, in.id, new(containers.WaitOptions).WithConditions([]string{"exited", "stopped"}))
@@ -146,9 +135,6 @@ func (in *Instance) watch() {
 	if err := in.b.forceRemove(ctx, in.id); err != nil {
 		in.b.opts.Log.Warn("remove container", zap.String("container", in.name), zap.Error(err))
 	}
-	in.mu.Lock()
-	in.status = status
-	in.mu.Unlock()
 }
 
 // copyLogs copies the cell's output into the instance's writer. Conmon
@@ -196,7 +182,7 @@ func (in *Instance) copyLogs() {
 	}
 	for {
 		select {
-		case <-in.done:
+		case <-in.Done():
 			drain()
 			return
 		case <-in.b.life.Done():

@@ -99,34 +99,35 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	if errors.Is(err, errShuttingDown) {
 		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
 	}
-	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: who.key, Cell: req.Name, Key: key,
-		Allow: dec.Allow, Code: string(dec.Code), Reason: dec.Reason, Backend: string(dec.Spec.Backend),
-		Limits: dec.Spec.Limits.String(), Missing: dec.MissingLayers()}
-	if joined {
-		ev.Reason = "already running: " + dec.Reason
+	// The record is built once the outcome is known: now, or for a new
+	// instance when the backend has named it (or refused it), which may be
+	// after this request was answered shutting_down.
+	record := func(out launched) {
+		s.recordDecision(who, s.spawnRecord(who, req, key, dec, joined, out), time.Now())
+	}
+	switch {
+	case dec.Allow && err == nil && !joined:
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.launch(entry, dec.Spec, record)
+		}()
+	case joined:
+		var out launched
 		s.mu.Lock()
 		if entry.cur != nil && entry.cur.inst != nil {
-			ev.ID = entry.cur.inst.ID()
+			out.id = entry.cur.inst.ID()
 		}
 		s.mu.Unlock()
-	}
-	// A new instance's allow is recorded by launch, once the backend has
-	// named it (pid, container or unit), so that the record carries its id.
-	if joined || !dec.Allow || err != nil {
-		s.recordDecision(who, ev, time.Now())
+		record(out)
+	default:
+		record(launched{})
 	}
 	if !dec.Allow {
 		return errorReply(req.ID, wire.CodeDenied, string(dec.Code), dec.Reason)
 	}
 	if err != nil {
 		return errorReply(req.ID, wire.CodeSpawnFailed, "", err.Error())
-	}
-	if !joined {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.launch(entry, dec.Spec, ev)
-		}()
 	}
 	select {
 	case <-entry.ready:
@@ -137,6 +138,29 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 		return errorReply(req.ID, wire.CodeSpawnFailed, "", fmt.Sprintf("spawn %q: %v", key, entry.readyErr))
 	}
 	return wire.Reply{ID: req.ID, OK: true, Key: key, Socket: rundir.SocketPath(s.dir, key)}
+}
+
+// launched is what the backend made of an allowed new instance: its id (pid,
+// container or unit), or why nothing was launched.
+type launched struct {
+	id  string
+	err error
+}
+
+// spawnRecord is the one audit record of a spawn request, built once its
+// outcome is known: denied, joined to the running instance, or launched
+// with the backend's id, or failed with the reason.
+func (s *Session) spawnRecord(who peer, req wire.Request, key string, dec policy.Decision, joined bool, out launched) audit.Event {
+	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Requester: who.key, Cell: req.Name, Key: key,
+		Allow: dec.Allow, Code: string(dec.Code), Reason: dec.Reason, Backend: string(dec.Spec.Backend),
+		Limits: dec.Spec.Limits.String(), Missing: dec.MissingLayers(), ID: out.id}
+	switch {
+	case joined:
+		ev.Reason = "already running: " + dec.Reason
+	case out.err != nil:
+		ev.Reason += "; launch failed: " + out.err.Error()
+	}
+	return ev
 }
 
 // errShuttingDown ends an admission that raced with teardown.
@@ -229,7 +253,7 @@ func (s *Session) keyFits(key string) error { return rundir.CheckSocketPath(s.di
 func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
 	caps := make(map[cellspec.Backend]policy.Capability, len(s.cfg.Capabilities))
 	for b, c := range s.cfg.Capabilities {
-		if _, ok := s.cfg.Backends[b]; !ok && c.Available {
+		if _, ok := s.cfg.Launchers[b]; !ok && c.Available {
 			c = policy.Capability{Reason: fmt.Sprintf("backend %q is not wired into this root", b)}
 		}
 		caps[b] = c
@@ -273,16 +297,16 @@ func (s *Session) reserveLocked(who peer, dec policy.Decision) *cellEntry {
 }
 
 // launch binds the reserved entry's listener, starts its first instance,
-// records the decision that allowed it, and settles its ready channel.
-func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event) {
+// tells outcome what the backend made of it, and settles the entry's
+// ready channel once the instance serves or failed to.
+func (s *Session) launch(e *cellEntry, spec cellspec.Spec, outcome func(launched)) {
 	spec.Session = s.id
 	spec.SessionDir = s.dir
 	spec.Output = s.out.prefixed(e.key)
 	e.spec = spec
 
 	fail := func(err error) {
-		decision.Reason += "; launch failed: " + err.Error()
-		s.cfg.Audit.Record(decision)
+		outcome(launched{err: err})
 		s.retire(e)
 		e.readyErr = err
 		close(e.ready)
@@ -300,8 +324,7 @@ func (s *Session) launch(e *cellEntry, spec cellspec.Spec, decision audit.Event)
 		fail(err)
 		return
 	}
-	decision.ID = in.inst.ID()
-	s.cfg.Audit.Record(decision)
+	outcome(launched{id: in.inst.ID()})
 	if err := s.awaitServing(in); err != nil {
 		// The exit goroutine leaves a starting entry to us.
 		s.stopInstance(in, "not ready: "+err.Error())
@@ -339,7 +362,7 @@ func (s *Session) startInstance(e *cellEntry, spec cellspec.Spec, placed func(*i
 	s.tokens[token] = e.key
 	s.mu.Unlock()
 	placed(in)
-	inst, err := s.cfg.Backends[spec.Backend].Launch(s.life, spec)
+	inst, err := s.cfg.Launchers[spec.Backend].Launch(s.life, spec)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.tokens, token)

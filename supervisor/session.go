@@ -55,9 +55,10 @@ type Config struct {
 	// every spawn is denied.
 	Allowlist    *allowlist.File
 	AllowlistErr error
-	// Backends launch cells; Capabilities says what each can do here. A
-	// backend missing from Backends is never chosen.
-	Backends     map[cellspec.Backend]Launcher
+	// Launchers launch cells, by backend; Capabilities says what each
+	// backend can do here. A backend missing from Launchers is never
+	// chosen.
+	Launchers    map[cellspec.Backend]Launcher
 	Capabilities map[cellspec.Backend]policy.Capability
 	// Vet, when set, checks an allowed launch before it starts (a pinned
 	// hash, a signature); an error denies the spawn with policy.Unverified.
@@ -249,7 +250,7 @@ func (s *Session) teardown(reason string) {
 func (s *Session) endBackends() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.StopGrace)
 	defer cancel()
-	for name, b := range s.cfg.Backends {
+	for name, b := range s.cfg.Launchers {
 		if e, ok := b.(SessionEnder); ok {
 			if err := e.EndSession(ctx, s.id); err != nil {
 				s.cfg.Log.Warn("end session in backend", zap.String("backend", string(name)), zap.Error(err))

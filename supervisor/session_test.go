@@ -54,7 +54,7 @@ func startInProcess(t *testing.T, allowlistText string, vet func(context.Context
 	s, err := New(Config{
 		Base:         t.TempDir(),
 		Allowlist:    al,
-		Backends:     map[cellspec.Backend]Launcher{cellspec.Process: Adapt(process.New())},
+		Launchers:    map[cellspec.Backend]Launcher{cellspec.Process: Adapt(process.NewLauncher())},
 		Capabilities: map[cellspec.Backend]policy.Capability{cellspec.Process: {Available: true}},
 		Audit:        rec,
 		Vet:          vet,

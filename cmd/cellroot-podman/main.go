@@ -53,7 +53,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("descriptor 3 is not the root's socket", zap.Error(err))
 		return 2
 	}
-	// SIGTERM (the root's graceful stop) closes the backend like a close.
+	// SIGTERM (the root's graceful stop) closes the launcher like a close.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	err = podmanhelper.Serve(ctx, conn, podmanhelper.ServeOptions{
@@ -64,7 +64,7 @@ func run(args []string, stderr io.Writer) int {
 			if err != nil {
 				return nil, podmanhelper.Info{}, err
 			}
-			return backend{b}, podmanhelper.Info{Socket: b.Socket(), Version: b.Version(), Own: b.OwnService()}, nil
+			return launcher{b}, podmanhelper.Info{Socket: b.Socket(), Version: b.Version(), Own: b.OwnService()}, nil
 		},
 	})
 	if err != nil {
@@ -74,12 +74,12 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// backend serves the podman package's backend, whose Launch returns its own
-// instance type.
-type backend struct{ *podman.Backend }
+// launcher serves the podman package's launcher, whose Launch returns its
+// own instance type.
+type launcher struct{ *podman.Launcher }
 
-func (b backend) Launch(ctx context.Context, spec cellspec.Spec) (podmanhelper.Container, error) {
-	in, err := b.Backend.Launch(ctx, spec)
+func (l launcher) Launch(ctx context.Context, spec cellspec.Spec) (podmanhelper.Container, error) {
+	in, err := l.Launcher.Launch(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

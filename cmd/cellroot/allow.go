@@ -13,7 +13,6 @@ import (
 
 	"github.com/cellproject/cell/allowlist"
 	"github.com/cellproject/cell/internal/app"
-	"github.com/cellproject/cell/internal/cellbuild"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/rundir"
 )
@@ -74,29 +73,14 @@ Cell.toml changes; --revoke removes the app's blocks.
 	if err != nil {
 		return fail(err)
 	}
-	cache := *cacheDir
-	if cache == "" {
-		if cache, err = cellbuild.DefaultCacheDir(); err != nil {
-			return fail(err)
-		}
-	}
 	fmt.Fprintf(stdout, "The app %s asks for these cells:\n\n", a.Dir)
-	var blocks []allowlist.Block
 	for _, n := range a.Order {
-		c := a.Cells[n]
-		fmt.Fprintln(stdout, app.Describe(c))
-		g := app.GrantOptions{Exec: cellbuild.InstalledPath(cache, c.Dir, n), RequireSignature: *requireSig,
-			Backend: cellspec.Backend(*backend)}
-		if *pin {
-			src, err := cellbuild.SourceOf(n, c.Dir)
-			if err != nil {
-				return fail(err)
-			}
-			if g.SourceSHA256, err = src.Hash(); err != nil {
-				return fail(err)
-			}
-		}
-		blocks = append(blocks, app.Grant(c, g))
+		fmt.Fprintln(stdout, app.Describe(a.Cells[n]))
+	}
+	blocks, err := app.Grants(a, app.GrantsOptions{CacheDir: *cacheDir, Pin: *pin,
+		RequireSignature: *requireSig, Backend: cellspec.Backend(*backend)})
+	if err != nil {
+		return fail(err)
 	}
 	out, err := allowlist.SetBlocks(path, text, a.Dir, blocks)
 	if err != nil {

@@ -33,11 +33,11 @@ printed as a [key.NAME] table for trust.toml (or added with --trust).
 		return fail(fmt.Errorf("key name: %w", err))
 	}
 	if *out == "" {
-		dir, err := os.UserConfigDir()
+		p, err := rundir.KeyPath(name)
 		if err != nil {
 			return fail(err)
 		}
-		*out = filepath.Join(dir, "cell", "keys", name+".key")
+		*out = p
 	}
 	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
 		return fail(err)

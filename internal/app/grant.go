@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/internal/cellbuild"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/quota"
 )
@@ -22,6 +23,45 @@ type GrantOptions struct {
 	// Backend, when set, is the user's choice of backend over the cell's
 	// preference.
 	Backend cellspec.Backend
+}
+
+// GrantsOptions say how cellroot allow grants every cell of an app.
+type GrantsOptions struct {
+	// CacheDir is the build cache the grants point into; empty means
+	// cellbuild.DefaultCacheDir.
+	CacheDir string
+	// Pin pins each cell to the sha256 of its source tree as it is now.
+	Pin bool
+	// RequireSignature and Backend are as in GrantOptions, for every cell.
+	RequireSignature bool
+	Backend          cellspec.Backend
+}
+
+// Grants renders the allowlist entries of every cell of a, in a's order.
+func Grants(a *App, o GrantsOptions) ([]allowlist.Block, error) {
+	cache := o.CacheDir
+	if cache == "" {
+		var err error
+		if cache, err = cellbuild.DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	blocks := make([]allowlist.Block, 0, len(a.Order))
+	for _, n := range a.Order {
+		c := a.Cells[n]
+		g := GrantOptions{Exec: cellbuild.InstalledPath(cache, c.Dir, n), RequireSignature: o.RequireSignature, Backend: o.Backend}
+		if o.Pin {
+			src, err := cellbuild.SourceOf(n, c.Dir)
+			if err != nil {
+				return nil, err
+			}
+			if g.SourceSHA256, err = src.Hash(); err != nil {
+				return nil, fmt.Errorf("pin %s: %w", n, err)
+			}
+		}
+		blocks = append(blocks, Grant(c, g))
+	}
+	return blocks, nil
 }
 
 // Grant renders the allowlist entry that grants exactly what c requests.

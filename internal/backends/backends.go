@@ -51,15 +51,15 @@ type Options struct {
 
 // Set is the opened backends of one root.
 type Set struct {
-	// Backends are the launchers, by kind; Capabilities what each can do
+	// Launchers launch cells, by backend; Capabilities say what each can do
 	// here, with the reason when not.
-	Backends     map[cellspec.Backend]supervisor.Launcher
+	Launchers    map[cellspec.Backend]supervisor.Launcher
 	Capabilities map[cellspec.Backend]policy.Capability
 	// Podman is the service in use, when Podman was opened (PodmanNow).
 	Podman *podmanhelper.Info
 
-	pod *podmanhelper.Backend
-	sc  *scope.Backend
+	pod *podmanhelper.Launcher
+	sc  *scope.Launcher
 }
 
 // Open probes every backend and opens those that work. It never fails: a
@@ -68,7 +68,7 @@ func Open(ctx context.Context, o Options) *Set {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	s := &Set{Backends: map[cellspec.Backend]supervisor.Launcher{cellspec.Process: supervisor.Adapt(process.New())}}
+	s := &Set{Launchers: map[cellspec.Backend]supervisor.Launcher{cellspec.Process: supervisor.Adapt(process.NewLauncher())}}
 	hopts := hostcap.Options{Bwrap: o.Bwrap, ProbeCache: o.Base, Scope: s.openScope(o)}
 	if o.WantPodman {
 		hopts.Podman = s.openPodman(o)
@@ -79,13 +79,13 @@ func Open(ctx context.Context, o Options) *Set {
 	}
 	s.Capabilities = caps.Capabilities
 	if caps.BwrapPath != "" {
-		s.Backends[cellspec.Bwrap] = supervisor.Adapt(bwrap.New(caps.BwrapPath))
+		s.Launchers[cellspec.Bwrap] = supervisor.Adapt(bwrap.NewLauncher(caps.BwrapPath))
 	}
 	if s.pod != nil {
-		s.Backends[cellspec.Podman] = supervisor.Adapt(s.pod)
+		s.Launchers[cellspec.Podman] = supervisor.Adapt(s.pod)
 	}
 	if s.sc != nil && caps.Capabilities[cellspec.Scope].Available {
-		s.Backends[cellspec.Scope] = supervisor.Adapt(s.sc)
+		s.Launchers[cellspec.Scope] = supervisor.Adapt(s.sc)
 	}
 	return s
 }
@@ -113,7 +113,7 @@ func (s *Set) openPodman(o Options) func(context.Context) error {
 		if _, err := exec.LookPath(name); err != nil {
 			return fmt.Errorf("podman not found (%v): install it (apt-get install podman)", err)
 		}
-		pod := podmanhelper.New(podmanhelper.Options{Helper: helper, Base: o.Base, Podman: o.Podman,
+		pod := podmanhelper.NewLauncher(podmanhelper.Options{Helper: helper, Base: o.Base, Podman: o.Podman,
 			Stderr: o.HelperStderr, LogFormat: o.HelperLogFormat, Log: o.Log.Named("podman")})
 		if o.PodmanNow {
 			info, err := pod.Open(ctx)
@@ -167,7 +167,7 @@ func (s *Set) openScope(o Options) func(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("scopes run bubblewrap: %w", err)
 		}
-		sc, err := scope.New(ctx, scope.Options{Gate: gate, Bwrap: bw})
+		sc, err := scope.NewLauncher(ctx, scope.Options{Gate: gate, Bwrap: bw})
 		if err != nil {
 			return err
 		}
@@ -188,7 +188,7 @@ func (s *Set) CollectDead(ctx context.Context, base string) error {
 			errs = append(errs, fmt.Errorf("containers of dead sessions: %w", err))
 		}
 	}
-	if _, ok := s.Backends[cellspec.Scope]; ok {
+	if _, ok := s.Launchers[cellspec.Scope]; ok {
 		if _, err := s.sc.CollectDead(ctx, live); err != nil {
 			errs = append(errs, fmt.Errorf("slices of dead sessions: %w", err))
 		}

@@ -60,6 +60,12 @@ var compiled struct {
 	err  error
 }
 
+// Supported reports whether the policy has a rendering for this
+// architecture, without rendering it: what a root needs to know at start
+// (which layers apply) costs nothing, and the program is compiled when the
+// first sandbox needs it.
+func Supported() bool { return len(numbers) > 0 }
+
 // Compiled returns the policy's program, compiled on the first call: a root
 // compiles it once and hands the same bytes to every sandbox.
 func Compiled() (*Program, error) {

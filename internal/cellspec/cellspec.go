@@ -1,6 +1,7 @@
 // Package cellspec holds the resolved launch of one cell: what the supervisor
 // hands a backend after policy allowed it. Every field comes from the allowlist
-// or from the root itself, never from the requesting cell.
+// or from the root itself, never from the requesting cell. It also holds how
+// a launched cell ends ([Exit]), which every backend reports alike.
 package cellspec
 
 import (

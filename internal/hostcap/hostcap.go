@@ -116,9 +116,11 @@ func BwrapMissing(ctx context.Context, path string) []capsid.Layer {
 // PodmanMissing lists the capsid layers the podman backend cannot apply: the
 // profile carries the filter and the user namespace block, so both go when
 // the policy has no rendering for this architecture. The runtime always
-// makes a fresh session keyring, and the /tmp bound is a mount option.
+// makes a fresh session keyring, and the /tmp bound is a mount option. The
+// profile itself is rendered for each container, whose launch fails when it
+// cannot be.
 func PodmanMissing() []capsid.Layer {
-	if _, err := capsid.Profile(); err != nil {
+	if !capsid.Supported() {
 		return []capsid.Layer{capsid.Filter, capsid.UsernsBlock}
 	}
 	return nil

@@ -23,7 +23,7 @@ var (
 	ErrUnavailable = errors.New("podmanhelper: podman unavailable")
 	// ErrHelperGone: the helper ended while a request waited for it.
 	ErrHelperGone = errors.New("podmanhelper: the podman helper ended")
-	// ErrClosed: the backend was closed.
+	// ErrClosed: the launcher was closed.
 	ErrClosed = errors.New("podmanhelper: backend closed")
 )
 
@@ -54,9 +54,9 @@ type Options struct {
 	Log       *zap.Logger
 }
 
-// Backend launches cells as Podman containers through a helper it starts at
+// Launcher launches cells as Podman containers through a helper it starts at
 // first use and restarts when it died.
-type Backend struct {
+type Launcher struct {
 	o Options
 
 	// mu guards cur, openErr, used, info and closed. It is held while a
@@ -72,10 +72,10 @@ type Backend struct {
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
 	EndSession(context.Context, string) error
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
-// New returns the root's side; nothing runs until it is needed.
-func New(o Options) *Backend {
+// NewLauncher returns the root's side; nothing runs until it is needed.
+func NewLauncher(o Options) *Launcher {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -85,12 +85,12 @@ func New(o Options) *Backend {
 	if o.LogFormat == "" {
 		o.LogFormat = "console"
 	}
-	return &Backend{o: o}
+	return &Launcher{o: o}
 }
 
 // Open starts the helper now, which opens Podman, and returns what it found:
 // for `cellroot doctor`, which wants the answer at once.
-func (b *Backend) Open(ctx context.Context) (Info, error) {
+func (b *Launcher) Open(ctx context.Context) (Info, error) {
 	if _, err := b.helper(ctx); err != nil {
 		return Info{}, err
 	}
@@ -100,7 +100,7 @@ func (b *Backend) Open(ctx context.Context) (Info, error) {
 }
 
 // helper returns the running helper, starting one when there is none.
-func (b *Backend) helper(ctx context.Context) (*helper, error) {
+func (b *Launcher) helper(ctx context.Context) (*helper, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -127,7 +127,7 @@ func (b *Backend) helper(ctx context.Context) (*helper, error) {
 // Launch creates and starts spec's container through the helper and returns
 // once it runs. ctx bounds the launch only; a failed or cancelled launch
 // leaves no container.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
 	h, err := b.helper(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("launch %q: %w", spec.Key, err)
@@ -156,7 +156,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 
 // EndSession removes every container of session. It starts a helper only
 // when one ran before (and died): without one, no container was made.
-func (b *Backend) EndSession(ctx context.Context, session string) error {
+func (b *Launcher) EndSession(ctx context.Context, session string) error {
 	b.mu.Lock()
 	used := b.used
 	b.mu.Unlock()
@@ -178,7 +178,7 @@ func (b *Backend) EndSession(ctx context.Context, session string) error {
 // and the private dirs of dead podman backends, and returns the sessions
 // collected. It starts the helper: call it only when something is to
 // collect.
-func (b *Backend) CollectDead(ctx context.Context) ([]string, error) {
+func (b *Launcher) CollectDead(ctx context.Context) ([]string, error) {
 	h, err := b.helper(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("collect: %w", err)
@@ -196,7 +196,7 @@ func (b *Backend) CollectDead(ctx context.Context) ([]string, error) {
 }
 
 // Info is what the helper found when it opened; zero before.
-func (b *Backend) Info() Info {
+func (b *Launcher) Info() Info {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.info
@@ -204,7 +204,7 @@ func (b *Backend) Info() Info {
 
 // Close stops every container the helper started, then the helper. It is
 // safe to call more than once.
-func (b *Backend) Close(ctx context.Context) error {
+func (b *Launcher) Close(ctx context.Context) error {
 	b.mu.Lock()
 	h := b.cur
 	already := b.closed
@@ -258,7 +258,7 @@ func start(ctx context.Context, o Options) (*helper, Info, error) {
 	if o.Podman != "" {
 		args = append(args, "--podman", o.Podman)
 	}
-	proc, err := process.New().Start(context.Background(), process.Command{
+	proc, err := process.NewLauncher().Start(context.Background(), process.Command{
 		Path:   o.Helper,
 		Args:   args,
 		Env:    o.Env,
@@ -312,7 +312,8 @@ func (h *helper) newID() uint32 {
 // prints before the launch's reply is not lost.
 func (h *helper) reserve(out io.Writer) (*Instance, uint32) {
 	id := h.newID()
-	in := &Instance{h: h, handle: id, output: out, done: make(chan struct{})}
+	in := &Instance{h: h, handle: id, output: out}
+	in.Exit, in.finish = cellspec.NewExit()
 	h.mu.Lock()
 	h.insts[id] = in
 	h.mu.Unlock()
@@ -460,51 +461,24 @@ type Instance struct {
 	handle uint32
 	name   string // set before Launch returns
 	output io.Writer
-	done   chan struct{}
 	// endedAt is guarded by h.mu.
 	endedAt time.Time
-
-	// mu guards status and finished.
-	mu       sync.Mutex
-	status   string
-	finished bool
-}
-
-// finish records how the instance ended and closes done, once.
-func (in *Instance) finish(status string) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.finished {
-		return
-	}
-	in.finished = true
-	in.status = status
-	close(in.done)
+	// Exit is Done, closed once the container has exited and has been
+	// removed, or the helper ended, and ExitStatus, Podman's "exited N"
+	// or why the helper ended. finish ends it, once.
+	*cellspec.Exit
+	finish func(status string)
 }
 
 // ID is the container's name (cell-<session>-<key>).
 func (in *Instance) ID() string { return in.name }
 
-// Done is closed once the container has exited and has been removed, or the
-// helper ended.
-func (in *Instance) Done() <-chan struct{} { return in.done }
-
-// ExitStatus is Podman's "exited N" once Done is closed, or why the helper
-// ended; "" before.
-func (in *Instance) ExitStatus() string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.status
-}
-
 // Stop sends SIGTERM to the cell and, when ctx ends (or had ended), kills
 // and removes its container; it returns once the container is gone. It is
 // safe to call many times, concurrently and after the cell exited.
 func (in *Instance) Stop(ctx context.Context) error {
-	select {
-	case <-in.done:
+	if in.Ended() {
 		return nil
-	default:
 	}
 	if _, err := in.h.call(ctx, in.h.newID(), kindStop, encodeU32(in.handle)); err != nil {
 		if errors.Is(err, ErrHelperGone) {
@@ -513,6 +487,6 @@ func (in *Instance) Stop(ctx context.Context) error {
 		return fmt.Errorf("stop container %s: %w", in.name, err)
 	}
 	// The exit frame follows the stop's reply.
-	<-in.done
+	<-in.Done()
 	return nil
 }

@@ -1,5 +1,5 @@
 // Package podmanhelper keeps the Podman bindings out of the session root: the
-// root's side ([Backend]) runs the cellroot-podman helper, which links the
+// root's side ([Launcher]) runs the cellroot-podman helper, which links the
 // podman package, only when a Podman cell is first spawned or a dead
 // session's containers need collecting, and drives it over a socketpair;
 // the helper's side ([Serve]) answers with whatever implements [Podman].

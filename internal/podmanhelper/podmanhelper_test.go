@@ -54,7 +54,8 @@ func (p *fakePodman) Launch(ctx context.Context, spec cellspec.Spec) (Container,
 	if spec.Exec == "/fail" {
 		return nil, errors.New("no such image")
 	}
-	c := &fakeContainer{name: "cell-" + spec.Session + "-" + spec.Key, stubborn: slices.Contains(spec.Args, "stubborn"), done: make(chan struct{})}
+	c := &fakeContainer{name: "cell-" + spec.Session + "-" + spec.Key, stubborn: slices.Contains(spec.Args, "stubborn")}
+	c.Exit, c.end = cellspec.NewExit()
 	fmt.Fprintf(spec.Output, "hello from %s env=%s\n", spec.Key, strings.Join(spec.Env, ","))
 	p.mu.Lock()
 	p.conts = append(p.conts, c)
@@ -78,19 +79,13 @@ func (p *fakePodman) Close(ctx context.Context) error {
 }
 
 type fakeContainer struct {
+	*cellspec.Exit
+	end      func(status string)
 	name     string
 	stubborn bool
-	done     chan struct{}
-	once     sync.Once
-	status   string
 }
 
-func (c *fakeContainer) end(status string) {
-	c.once.Do(func() { c.status = status; close(c.done) })
-}
-func (c *fakeContainer) ID() string            { return c.name }
-func (c *fakeContainer) Done() <-chan struct{} { return c.done }
-func (c *fakeContainer) ExitStatus() string    { return c.status }
+func (c *fakeContainer) ID() string { return c.name }
 func (c *fakeContainer) Stop(ctx context.Context) error {
 	if !c.stubborn {
 		c.end("exited 143")
@@ -101,10 +96,10 @@ func (c *fakeContainer) Stop(ctx context.Context) error {
 	return nil
 }
 
-func newTestBackend(t *testing.T, env ...string) *Backend {
+func newTestLauncher(t *testing.T, env ...string) *Launcher {
 	t.Helper()
 	var stderr testutil.SyncBuffer
-	b := New(Options{Helper: os.Args[0], Base: t.TempDir(), Env: append([]string{"PODMANHELPER_TEST_SERVE=1"}, env...), Stderr: &stderr})
+	b := NewLauncher(Options{Helper: os.Args[0], Base: t.TempDir(), Env: append([]string{"PODMANHELPER_TEST_SERVE=1"}, env...), Stderr: &stderr})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -135,7 +130,7 @@ func waitContains(t *testing.T, b *testutil.SyncBuffer, want string) {
 }
 
 func TestLaunchOutputStopClose(t *testing.T) {
-	b := newTestBackend(t)
+	b := newTestLauncher(t)
 	ctx := context.Background()
 	info, err := b.Open(ctx)
 	if err != nil {
@@ -194,7 +189,7 @@ func TestLaunchOutputStopClose(t *testing.T) {
 }
 
 func TestStopForcesWhenCtxEnds(t *testing.T) {
-	b := newTestBackend(t)
+	b := newTestLauncher(t)
 	in, err := b.Launch(context.Background(), testSpec("stubborn", nil, "stubborn"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +205,7 @@ func TestStopForcesWhenCtxEnds(t *testing.T) {
 }
 
 func TestOpenFailureIsStickyAndSaysWhy(t *testing.T) {
-	b := newTestBackend(t, "PODMANHELPER_TEST_OPEN_FAILS=no podman service answered")
+	b := newTestLauncher(t, "PODMANHELPER_TEST_OPEN_FAILS=no podman service answered")
 	_, err := b.Launch(context.Background(), testSpec("eye", nil))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no podman service answered") {
 		t.Fatalf("launch: %v, want ErrUnavailable with the helper's reason", err)
@@ -224,7 +219,7 @@ func TestOpenFailureIsStickyAndSaysWhy(t *testing.T) {
 func TestMissingOrBrokenHelper(t *testing.T) {
 	for name, helper := range map[string]string{"missing": "/nonexistent/cellroot-podman", "broken": "/bin/true"} {
 		t.Run(name, func(t *testing.T) {
-			b := New(Options{Helper: helper, Base: t.TempDir()})
+			b := NewLauncher(Options{Helper: helper, Base: t.TempDir()})
 			defer b.Close(context.Background())
 			_, err := b.Launch(context.Background(), testSpec("eye", nil))
 			if !errors.Is(err, ErrUnavailable) {
@@ -236,7 +231,7 @@ func TestMissingOrBrokenHelper(t *testing.T) {
 }
 
 func TestHelperDeathFinishesInstancesAndNextLaunchRestarts(t *testing.T) {
-	b := newTestBackend(t)
+	b := newTestLauncher(t)
 	in, err := b.Launch(context.Background(), testSpec("eye", nil))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	"github.com/cellproject/cell/internal/rundir"
 )
 
-// Podman is the backend the helper serves: the podman package's, wrapped by
+// Podman is the launcher the helper serves: the podman package's, wrapped by
 // cmd/cellroot-podman so that this package does not link the bindings.
 type Podman interface {
 	Launch(ctx context.Context, spec cellspec.Spec) (Container, error)
@@ -33,19 +33,19 @@ type Container interface {
 
 // ServeOptions configure Serve.
 type ServeOptions struct {
-	// Open opens the backend when the root's open arrives.
+	// Open opens the launcher when the root's open arrives.
 	Open func(ctx context.Context) (Podman, Info, error)
 	// Base is the user's runtime dir, whose session locks say which
 	// sessions live (for collect).
 	Base string
-	// CloseTimeout bounds closing the backend when the root goes away
+	// CloseTimeout bounds closing the launcher when the root goes away
 	// without a close (default 10 s).
 	CloseTimeout time.Duration
 	Log          *zap.Logger
 }
 
 // Serve answers the root on conn until the root sends close, conn ends or
-// ctx is cancelled (a SIGTERM), and closes the backend before it returns.
+// ctx is cancelled (a SIGTERM), and closes the launcher before it returns.
 // It returns nil after a close, the reason otherwise.
 func Serve(ctx context.Context, conn io.ReadWriteCloser, o ServeOptions) error {
 	if o.Log == nil {

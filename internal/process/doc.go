@@ -5,5 +5,5 @@
 //
 // The process backend itself is no sandbox: the allowlist names it only for
 // trusted development cells. The bwrap backend starts bubblewrap through
-// [Backend.Start] so both share one lifecycle.
+// [Launcher.Start] so both share one lifecycle.
 package process

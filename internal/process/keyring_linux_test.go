@@ -53,7 +53,7 @@ func TestFreshKeyring(t *testing.T) {
 	run := func(fresh bool) string {
 		self, _ := os.Executable()
 		var out testutil.SyncBuffer
-		in, err := process.New().Start(context.Background(), process.Command{
+		in, err := process.NewLauncher().Start(context.Background(), process.Command{
 			Path: self, Env: []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=keyring"},
 			Output: &out, FreshKeyring: fresh,
 		})

@@ -55,20 +55,20 @@ type Command struct {
 	FreshKeyring bool
 }
 
-// Backend launches cells as plain child processes.
-type Backend struct{}
+// Launcher launches cells as plain child processes.
+type Launcher struct{}
 
-// New returns the process backend.
-func New() *Backend { return &Backend{} }
+// NewLauncher returns the launcher of the process backend.
+func NewLauncher() *Launcher { return &Launcher{} }
 
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
 // Launch starts spec.Exec with spec.Args, exactly spec.Env, cwd "/", stdin
 // /dev/null and stdout and stderr to spec.Output. ctx bounds the launch only,
 // not the cell's life; a cancelled ctx or a failed exec leaves nothing running.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
 	inst, err := b.Start(ctx, Command{
 		Path:   spec.Exec,
 		Args:   spec.Args,
@@ -85,7 +85,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 // "/", stdin /dev/null and a SIGKILL death signal, and returns once it runs.
 // ctx bounds the start only; a cancelled ctx or a failed exec leaves nothing
 // running.
-func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
+func (b *Launcher) Start(ctx context.Context, c Command) (*Instance, error) {
 	if !supported {
 		return nil, fmt.Errorf("start %s: %w", c.Path, ErrUnsupported)
 	}
@@ -104,10 +104,8 @@ func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
 		WaitDelay:   outputGrace,
 		ExtraFiles:  c.Files,
 	}
-	in := &Instance{
-		done:        make(chan struct{}),
-		spareLeader: c.SpareLeader,
-	}
+	in := &Instance{spareLeader: c.SpareLeader}
+	in.Exit, in.end = cellspec.NewExit()
 	started := make(chan error, 1)
 	go in.run(cmd, c.FreshKeyring, started)
 	if err := <-started; err != nil {
@@ -116,7 +114,7 @@ func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
 	if err := ctx.Err(); err != nil {
 		// The caller gave up while we started: leave nothing behind.
 		in.kill()
-		<-in.done
+		<-in.Done()
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
 	return in, nil
@@ -125,17 +123,20 @@ func (b *Backend) Start(ctx context.Context, c Command) (*Instance, error) {
 // Instance is one running child and, through its process group, everything
 // it started that stayed in the group.
 type Instance struct {
+	// Exit is Done and ExitStatus: "exited N" or "signal NAME" ("signal
+	// killed"), set once the child is reaped and the rest of its group
+	// has been sent SIGKILL.
+	*cellspec.Exit
+	end         func(status string)
 	pid         int
-	done        chan struct{}
 	spareLeader bool
 
-	// mu guards reaped and status. Signals to the group are sent with mu
-	// held and only while reaped is false: until the leader is reaped its
-	// pid, which is also the group id, cannot be reused, so a signal can
-	// never reach an unrelated process.
+	// mu guards reaped. Signals to the group are sent with mu held and
+	// only while reaped is false: until the leader is reaped its pid,
+	// which is also the group id, cannot be reused, so a signal can never
+	// reach an unrelated process.
 	mu     sync.Mutex
 	reaped bool
-	status string
 }
 
 // run starts cmd and reaps it. It runs on its own goroutine locked to its OS
@@ -174,9 +175,8 @@ func (in *Instance) run(cmd *exec.Cmd, freshKeyring bool, started chan<- error) 
 	_ = killGroup(in.pid, syscall.SIGKILL)
 	err := cmd.Wait()
 	in.reaped = true
-	in.status = describe(cmd, err)
 	in.mu.Unlock()
-	close(in.done)
+	in.end(describe(cmd, err))
 }
 
 // ID is the child's pid in decimal.
@@ -185,18 +185,6 @@ func (in *Instance) ID() string { return strconv.Itoa(in.pid) }
 // Pid is the child's pid; with Setsid it is also its process group and
 // session id.
 func (in *Instance) Pid() int { return in.pid }
-
-// Done is closed once the child has exited and been reaped and the rest of its
-// process group has been sent SIGKILL.
-func (in *Instance) Done() <-chan struct{} { return in.done }
-
-// ExitStatus is "exited N" or "signal NAME" ("signal killed") once Done is
-// closed, and "" before.
-func (in *Instance) ExitStatus() string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.status
-}
 
 // Stop sends SIGTERM to the child's process group (all but its leader when
 // the Command said SpareLeader) and waits for the child to be reaped or ctx
@@ -208,10 +196,8 @@ func (in *Instance) ExitStatus() string {
 // Processes that left the group (setsid) are beyond its reach: containing
 // those is the job of a pid namespace or a cgroup.
 func (in *Instance) Stop(ctx context.Context) error {
-	select {
-	case <-in.done:
+	if in.Ended() {
 		return nil
-	default:
 	}
 	if ctx.Err() == nil {
 		// A ctx that has ended already asks for force only; a SIGTERM
@@ -219,7 +205,7 @@ func (in *Instance) Stop(ctx context.Context) error {
 		// SIGTERM is no reason to skip the wait: the SIGKILL follows.
 		_ = in.signal(syscall.SIGTERM, in.spareLeader)
 		select {
-		case <-in.done:
+		case <-in.Done():
 			return nil
 		case <-ctx.Done():
 		}
@@ -227,7 +213,7 @@ func (in *Instance) Stop(ctx context.Context) error {
 	if err := in.signal(syscall.SIGKILL, false); err != nil {
 		return fmt.Errorf("stop pid %d: %w", in.pid, err)
 	}
-	<-in.done
+	<-in.Done()
 	return nil
 }
 

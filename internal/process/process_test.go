@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellproject/cell/internal/linuxproc"
-
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/process"
 
@@ -80,7 +78,7 @@ func helper(mode string) int {
 		res := make(chan string)
 		go func() {
 			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			in, err := process.New().Launch(context.Background(), cellspec.Spec{
+			in, err := process.NewLauncher().Launch(context.Background(), cellspec.Spec{
 				Key:  "child",
 				Exec: self,
 				Env:  []string{"GO_WANT_HELPER_PROCESS=1", "HELPER_MODE=sleep"},
@@ -116,76 +114,23 @@ func helperSpec(t *testing.T, mode string, out io.Writer) cellspec.Spec {
 // launch starts a helper and stops it by force when the test ends.
 func launch(t *testing.T, mode string, out io.Writer) *process.Instance {
 	t.Helper()
-	in, err := process.New().Launch(context.Background(), helperSpec(t, mode, out))
+	in, err := process.NewLauncher().Launch(context.Background(), helperSpec(t, mode, out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = in.Stop(ctx)
-	})
+	testutil.KillAtEnd(t, in)
 	return in
-}
-
-func waitDone(t *testing.T, in *process.Instance) {
-	t.Helper()
-	select {
-	case <-in.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("pid %s not reaped", in.ID())
-	}
-}
-
-// procStat is what identifies a process across pid reuse.
-type procStat struct {
-	state byte
-	start string
-}
-
-func readStat(pid int) (procStat, bool) {
-	st, err := linuxproc.ReadStat(pid)
-	if err != nil {
-		return procStat{}, false
-	}
-	return procStat{state: st.State, start: strconv.FormatUint(st.StartTime, 10)}, true
-}
-
-// gone waits until the process that had pid when the test started is dead:
-// no longer in /proc, replaced by another (pid reuse), or a zombie.
-func gone(t *testing.T, pid int, within time.Duration) {
-	t.Helper()
-	first, ok := readStat(pid)
-	if !ok {
-		return
-	}
-	deadline := time.Now().Add(within)
-	for {
-		st, ok := readStat(pid)
-		if !ok || st.start != first.start || st.state == 'Z' {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive (state %c) after %v", pid, st.state, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func alive(pid int) bool {
-	st, ok := readStat(pid)
-	return ok && st.state != 'Z'
 }
 
 func TestEnvIsExactlySpecEnv(t *testing.T) {
 	var out testutil.SyncBuffer
 	spec := helperSpec(t, "env", &out)
 	t.Setenv("CELL_LEAK_CHECK", "must-not-be-seen")
-	in, err := process.New().Launch(context.Background(), spec)
+	in, err := process.NewLauncher().Launch(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, in)
+	testutil.AwaitDone(t, in, 10*time.Second)
 	if got := in.ExitStatus(); got != "exited 0" {
 		t.Fatalf("status %q, output %q", got, out.String())
 	}
@@ -211,7 +156,7 @@ func TestEnvIsExactlySpecEnv(t *testing.T) {
 
 func TestExitStatus(t *testing.T) {
 	in := launch(t, "exit3", nil)
-	waitDone(t, in)
+	testutil.AwaitDone(t, in, 10*time.Second)
 	if got := in.ExitStatus(); got != "exited 3" {
 		t.Fatalf("status %q, want exited 3", got)
 	}
@@ -221,7 +166,7 @@ func TestExitStatus(t *testing.T) {
 }
 
 func TestLaunchFailures(t *testing.T) {
-	b := process.New()
+	b := process.NewLauncher()
 	spec := helperSpec(t, "sleep", nil)
 
 	missing := spec
@@ -284,24 +229,24 @@ func TestStopKillsGrandchildren(t *testing.T) {
 	in := launch(t, "grandchild", &out)
 	gc := grandchildPid(t, &out)
 	testutil.WaitOutput(t, &out, "ready")
-	if !alive(gc) {
+	if !testutil.Alive(gc) {
 		t.Fatalf("grandchild %d not running", gc)
 	}
 	if err := in.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	gone(t, gc, 5*time.Second)
+	testutil.Gone(t, 5*time.Second, gc)
 }
 
 func TestLeftoversDieWithLeader(t *testing.T) {
 	var out testutil.SyncBuffer
 	in := launch(t, "grandchild-exit", &out)
 	gc := grandchildPid(t, &out)
-	waitDone(t, in)
+	testutil.AwaitDone(t, in, 10*time.Second)
 	if got := in.ExitStatus(); got != "exited 0" {
 		t.Fatalf("status %q", got)
 	}
-	gone(t, gc, 5*time.Second)
+	testutil.Gone(t, 5*time.Second, gc)
 }
 
 func TestStopManyTimesConcurrently(t *testing.T) {
@@ -374,12 +319,12 @@ func TestChildDiesWithLauncher(t *testing.T) {
 	// The thread that called Launch has ended by now; the child must not
 	// have died with it.
 	time.Sleep(300 * time.Millisecond)
-	if !alive(child) {
+	if !testutil.Alive(child) {
 		t.Fatalf("child %d died when the caller's thread ended", child)
 	}
 	if err := parent.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = parent.Wait()
-	gone(t, child, 5*time.Second)
+	testutil.Gone(t, 5*time.Second, child)
 }

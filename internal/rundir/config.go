@@ -25,11 +25,17 @@ func TrustPath() (string, error) {
 	return configPath("", EnvTrust, "trust.toml")
 }
 
+// KeyPath is where cellroot keygen writes the private key called name:
+// $XDG_CONFIG_HOME/cell/keys/NAME.key.
+func KeyPath(name string) (string, error) {
+	return configPath("", "", filepath.Join("keys", name+".key"))
+}
+
 func configPath(flagValue, env, name string) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil
 	}
-	if p := os.Getenv(env); p != "" {
+	if p := os.Getenv(env); env != "" && p != "" {
 		return p, nil
 	}
 	dir, err := os.UserConfigDir()

@@ -28,11 +28,11 @@ type Options struct {
 	Bwrap string
 }
 
-// Backend launches cells in transient scopes of the user's manager.
-type Backend struct {
+// Launcher launches cells in transient scopes of the user's manager.
+type Launcher struct {
 	opts  Options
 	conn  *sdbus.Conn
-	procs *process.Backend
+	procs *process.Launcher
 	seq   atomic.Uint64
 	// used records that a scope was made, so that EndSession only stops a
 	// slice that can exist.
@@ -41,15 +41,15 @@ type Backend struct {
 
 var _ interface {
 	Launch(context.Context, cellspec.Spec) (*Instance, error)
-} = (*Backend)(nil)
+} = (*Launcher)(nil)
 
 // ErrNoUserManager is wrapped when the user's systemd manager cannot be
 // reached over the session bus.
 var ErrNoUserManager = errors.New("scope: no systemd user manager on the session bus")
 
-// New connects to the user's systemd manager over the session bus and
+// NewLauncher connects to the user's systemd manager over the session bus and
 // checks that it answers.
-func New(ctx context.Context, opts Options) (*Backend, error) {
+func NewLauncher(ctx context.Context, opts Options) (*Launcher, error) {
 	// Without either, the D-Bus library would try to autolaunch a bus of
 	// its own, which is never the user's manager.
 	if os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
@@ -66,11 +66,11 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %v", ErrNoUserManager, err)
 	}
-	return &Backend{opts: opts, conn: conn, procs: process.New()}, nil
+	return &Launcher{opts: opts, conn: conn, procs: process.NewLauncher()}, nil
 }
 
 // Close drops the bus connection.
-func (b *Backend) Close() { b.conn.Close() }
+func (b *Launcher) Close() { b.conn.Close() }
 
 // Instance is one cell in its scope.
 type Instance struct {
@@ -86,7 +86,7 @@ func (in *Instance) ID() string { return in.unit }
 
 // Launch starts the cell's sandbox behind the gate, creates its scope with
 // the gate's pid, and opens the gate once systemd has done so.
-func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
+func (b *Launcher) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, error) {
 	unit := UnitName(spec.Session, spec.Key, b.seq.Add(1))
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -130,7 +130,7 @@ func (b *Backend) Launch(ctx context.Context, spec cellspec.Spec) (*Instance, er
 
 // startScope creates the unit and waits for systemd's verdict on the job:
 // a scope whose job failed holds nothing, and must not be reported as running.
-func (b *Backend) startScope(ctx context.Context, unit string, props []sdbus.Property) error {
+func (b *Launcher) startScope(ctx context.Context, unit string, props []sdbus.Property) error {
 	result := make(chan string, 1)
 	if _, err := b.conn.StartTransientUnitContext(ctx, unit, "fail", props, result); err != nil {
 		return err
@@ -148,7 +148,7 @@ func (b *Backend) startScope(ctx context.Context, unit string, props []sdbus.Pro
 }
 
 // EndSession stops the session's slice, ending any scope still in it.
-func (b *Backend) EndSession(ctx context.Context, session string) error {
+func (b *Launcher) EndSession(ctx context.Context, session string) error {
 	if !b.used.Load() {
 		return nil
 	}
@@ -174,7 +174,7 @@ func (b *Backend) EndSession(ctx context.Context, session string) error {
 // are dead, and holding no process are stopped: a session of another
 // runtime dir looks dead from here, but its slice is populated. It returns
 // the sessions it stopped.
-func (b *Backend) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
+func (b *Launcher) CollectDead(ctx context.Context, live func(session string) bool) ([]string, error) {
 	units, err := b.conn.ListUnitsByPatternsContext(ctx, nil, []string{slicePrefix + "*.slice"})
 	if err != nil {
 		return nil, fmt.Errorf("list session slices: %w", err)
@@ -207,7 +207,7 @@ var sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // populated reports whether the unit's cgroup holds any process; when that
 // cannot be read it says yes, so that nothing live is ever stopped.
-func (b *Backend) populated(ctx context.Context, unit string) bool {
+func (b *Launcher) populated(ctx context.Context, unit string) bool {
 	p, err := b.conn.GetUnitTypePropertyContext(ctx, unit, "Slice", "ControlGroup")
 	if err != nil {
 		return true

@@ -1,6 +1,7 @@
 // Package testutil holds the small helpers the tests of several packages
 // share: an output buffer safe for concurrent writers, waiting for output,
-// and a writer into the test log.
+// for processes to die and for launched cells to end, and a writer into the
+// test log.
 package testutil
 
 import (

@@ -5,18 +5,15 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cellproject/cell/internal/testutil"
+	"github.com/cellproject/cell/internal/testutil/harness"
 
 	"github.com/cellproject/cell/cell"
 	"github.com/cellproject/cell/wire"
@@ -30,65 +27,6 @@ version = 1
 exec = "@BIN@/testcell"
 backend = "@BACKEND@"
 `
-
-// upgradeLoad is a client that keeps calling the server through the SDK,
-// reconnecting when a connection ends, and counts what went wrong.
-type upgradeLoad struct {
-	calls, failed, refused atomic.Int64
-	mu                     sync.Mutex
-	firstErrs              []string // the first few errors, for the report
-}
-
-func (l *upgradeLoad) note(kind string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.firstErrs) < 5 {
-		l.firstErrs = append(l.firstErrs, kind+": "+err.Error())
-	}
-}
-
-// run calls "pid" until ctx ends, on one connection at a time.
-func (l *upgradeLoad) run(ctx context.Context, s *cell.Session) {
-	var conn *cell.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	for ctx.Err() == nil {
-		if conn == nil {
-			c, err := s.Connect(ctx, "server")
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, cell.ErrNotRunning) {
-					l.refused.Add(1)
-					l.note("refused", err)
-				} else {
-					l.failed.Add(1)
-					l.note("connect", err)
-				}
-				continue
-			}
-			conn = c
-		}
-		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := conn.Call(callCtx, "pid", nil)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			l.failed.Add(1)
-			l.note("call", err)
-			conn.Close()
-			conn = nil
-			continue
-		}
-		l.calls.Add(1)
-	}
-}
 
 // instanceToken is the CELL_TOKEN of the instance that answers now: each
 // instance has its own.
@@ -125,38 +63,25 @@ func TestUpgradeWithoutDowntime(t *testing.T) {
 			defer cancel()
 			tokens := map[string]bool{instanceToken(t, s): true}
 
-			var load upgradeLoad
-			loadCtx, stopLoad := context.WithCancel(ctx)
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					load.run(loadCtx, s)
-				}()
-			}
-			start := time.Now()
+			load := harness.StartLoad(ctx, t, s, "server", 4)
 			const upgrades = 20
 			for i := range upgrades {
 				if err := s.Upgrade(ctx, "server"); err != nil {
-					stopLoad()
-					wg.Wait()
+					load.Stop()
 					t.Fatalf("upgrade %d: %v", i+1, err)
 				}
 				tokens[instanceToken(t, s)] = true
 			}
-			stopLoad()
-			wg.Wait()
-			elapsed := time.Since(start)
-			rate := float64(load.calls.Load()) / elapsed.Seconds()
-			t.Logf("%d upgrades in %s: %d calls (%.0f/s), %d failed, %d refused; first errors: %v",
-				upgrades, elapsed.Round(time.Millisecond), load.calls.Load(), rate, load.failed.Load(), load.refused.Load(), load.firstErrs)
+			r := load.Stop()
+			rate := r.Rate
+			t.Logf("%d upgrades: %d calls (%.0f/s), %d failed, %d refused; first errors: %v",
+				upgrades, r.Calls, rate, r.Failed, r.Refused, r.FirstErrs)
 			if len(tokens) != upgrades+1 {
 				t.Errorf("%d distinct instances answered, want %d (one per upgrade and the first)", len(tokens), upgrades+1)
 			}
-			if load.failed.Load() != 0 || load.refused.Load() != 0 {
+			if r.Failed != 0 || r.Refused != 0 {
 				t.Errorf("across the upgrades: %d failed calls, %d refused connections, want 0 and 0 (first errors: %v)",
-					load.failed.Load(), load.refused.Load(), load.firstErrs)
+					r.Failed, r.Refused, r.FirstErrs)
 			}
 			if rate < 1000 {
 				t.Errorf("the client made %.0f calls/s, want at least 1000 for the proof to count", rate)

@@ -1,7 +1,8 @@
 // Package harness is the one end-to-end test harness of the integration
 // tests on the host (test/integration) and in the VM lab
 // (test/integration/vm): where the binaries under test are, allowlists
-// written for them, and real session roots started as the test's owner.
+// written for them, real session roots started as the test's owner, and the
+// client that loads a cell while it is upgraded.
 package harness
 
 import (

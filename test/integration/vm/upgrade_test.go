@@ -3,18 +3,13 @@
 package vm
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cellproject/cell/cell"
+	"github.com/cellproject/cell/internal/testutil/harness"
 )
 
 // listenerAllowlist runs the upgraded and the hostile cells in scopes.
@@ -42,76 +37,23 @@ func TestScopeUpgradeWithoutDowntime(t *testing.T) {
 	}
 	units := map[string]bool{unitOf(t, s, "server"): true}
 
-	var calls, failed, refused atomic.Int64
-	var mu sync.Mutex
-	var firstErrs []string
-	note := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(firstErrs) < 5 {
-			firstErrs = append(firstErrs, err.Error())
-		}
-	}
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var conn *cell.Conn
-			defer func() {
-				if conn != nil {
-					conn.Close()
-				}
-			}()
-			for loadCtx.Err() == nil {
-				if conn == nil {
-					c, err := s.Connect(loadCtx, "server")
-					if err != nil {
-						if loadCtx.Err() == nil {
-							if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, cell.ErrNotRunning) {
-								refused.Add(1)
-							} else {
-								failed.Add(1)
-							}
-							note(err)
-						}
-						continue
-					}
-					conn = c
-				}
-				if _, err := conn.Call(loadCtx, "pid", nil); err != nil {
-					if loadCtx.Err() == nil {
-						failed.Add(1)
-						note(err)
-					}
-					conn.Close()
-					conn = nil
-					continue
-				}
-				calls.Add(1)
-			}
-		}()
-	}
-	start := time.Now()
+	load := harness.StartLoad(ctx, t, s, "server", 4)
 	const upgrades = 20
 	for i := range upgrades {
 		if err := s.Upgrade(ctx, "server"); err != nil {
-			stopLoad()
-			wg.Wait()
+			load.Stop()
 			t.Fatalf("upgrade %d: %v", i+1, err)
 		}
 		units[unitOf(t, s, "server")] = true
 	}
-	stopLoad()
-	wg.Wait()
-	rate := float64(calls.Load()) / time.Since(start).Seconds()
-	t.Logf("%d upgrades: %d calls (%.0f/s), %d failed, %d refused; first errors: %v", upgrades, calls.Load(), rate, failed.Load(), refused.Load(), firstErrs)
+	r := load.Stop()
+	rate := r.Rate
+	t.Logf("%d upgrades: %d calls (%.0f/s), %d failed, %d refused; first errors: %v", upgrades, r.Calls, rate, r.Failed, r.Refused, r.FirstErrs)
 	if len(units) != upgrades+1 {
 		t.Errorf("%d distinct scope units served, want %d", len(units), upgrades+1)
 	}
-	if failed.Load() != 0 || refused.Load() != 0 {
-		t.Errorf("across the upgrades: %d failed calls, %d refused connections, want 0 and 0", failed.Load(), refused.Load())
+	if r.Failed != 0 || r.Refused != 0 {
+		t.Errorf("across the upgrades: %d failed calls, %d refused connections, want 0 and 0", r.Failed, r.Refused)
 	}
 	// 1,000 calls a second at the host's speed: the guest runs the same
 	// work this many times slower (the lab's calibration).

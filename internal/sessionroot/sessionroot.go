@@ -1,0 +1,156 @@
+package sessionroot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cellproject/cell/allowlist"
+	"github.com/cellproject/cell/internal/app"
+	"github.com/cellproject/cell/internal/audit"
+	"github.com/cellproject/cell/internal/backends"
+	"github.com/cellproject/cell/internal/cellspec"
+	"github.com/cellproject/cell/internal/rundir"
+	"github.com/cellproject/cell/policy"
+	"github.com/cellproject/cell/supervisor"
+)
+
+// Options are one session root's settings; the zero value of each field but
+// Owner is its default.
+type Options struct {
+	Owner Owner
+	// Allowlist is the allowlist file; empty means rundir.AllowlistPath's
+	// default.
+	Allowlist string
+	// Bwrap and Podman name the binaries; empty means on PATH.
+	Bwrap, Podman string
+	// PodmanHelper is the cellroot-podman binary (see
+	// backends.HelperPath); LogFormat is the format it logs in.
+	PodmanHelper, LogFormat string
+	// ReadyTimeout bounds a spawn's wait for the cell's socket; StopGrace is
+	// the time between SIGTERM and SIGKILL.
+	ReadyTimeout, StopGrace time.Duration
+	// CellOutput, when set, receives the cells' stdout and stderr, prefixed
+	// with each cell's name.
+	CellOutput io.Writer
+	// Stderr receives the Podman helper's log.
+	Stderr io.Writer
+}
+
+// Serve runs the session until the owner's umbilical closes or ctx ends,
+// then stops every cell and removes the session's files.
+func Serve(ctx context.Context, log *zap.Logger, o Options) error {
+	// Take the owner's connection first: if anything below fails, closing it
+	// tells the owner at once.
+	owner, err := o.Owner.conn(ctx)
+	if err != nil {
+		return err
+	}
+	base, err := rundir.Base()
+	if err != nil {
+		owner.Close()
+		return err
+	}
+	if ids, err := supervisor.Collect(base, log); err != nil {
+		log.Warn("collecting dead sessions", zap.Error(err), zap.Strings("collected", ids))
+	}
+
+	cfg := supervisor.Config{Base: base, Log: log, ReadyTimeout: o.ReadyTimeout, StopGrace: o.StopGrace}
+	cfg.Allowlist, cfg.AllowlistErr = loadAllowlist(o.Allowlist, log)
+	// The check of an app cell's build, pins and signatures before each
+	// launch; trust.toml is read at each launch (docs/trust.md).
+	cfg.Vet = app.NewVet(cfg.Allowlist, "")
+
+	// The podman helper (and Podman) runs at the first podman cell only.
+	set := backends.Open(ctx, backends.Options{Base: base, Bwrap: o.Bwrap, Podman: o.Podman,
+		WantPodman: mayUsePodman(cfg.Allowlist), Helper: o.PodmanHelper, HelperStderr: o.Stderr,
+		HelperLogFormat: o.LogFormat, Log: log})
+	// What dead sessions left in the backends (containers, slices) is
+	// theirs, never this session's, so it is collected while this one
+	// already serves: the owner need not wait for Podman or the bus.
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		if err := set.CollectDead(ctx, base); err != nil {
+			log.Warn("collecting dead sessions in the backends", zap.Error(err))
+		}
+	}()
+	// The supervisor ends each session's containers and slice (EndSession);
+	// what outlives a session, such as a Podman service of the root's own,
+	// goes once Serve returns.
+	defer func() {
+		<-collected
+		ctx, cancel := context.WithTimeout(context.Background(), 2*o.StopGrace+5*time.Second)
+		defer cancel()
+		// Once more at the end: a root killed just before this one started
+		// may have left a Podman helper that still held its lock then.
+		if err := set.CollectDead(ctx, base); err != nil {
+			log.Warn("collecting dead sessions in the backends", zap.Error(err))
+		}
+		if err := set.Close(ctx); err != nil {
+			log.Warn("closing the backends", zap.Error(err))
+		}
+	}()
+	cfg.Launchers, cfg.Capabilities = set.Launchers, set.Capabilities
+	for b, c := range set.Capabilities {
+		log.Info("backend", zap.String("backend", string(b)), zap.Bool("available", c.Available),
+			zap.Bool("enforces_limits", c.EnforcesLimits), zap.String("note", c.Reason))
+	}
+	auto, why := policy.AutoChoice(set.Capabilities)
+	log.Info("auto backend", zap.String("backend", string(auto)), zap.String("note", why))
+
+	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
+	if j, err := audit.NewJournal(func(err error) { log.Warn("journal", zap.Error(err)) }); err == nil {
+		sinks = append(sinks, j)
+	} else {
+		log.Info("audit goes to the log only", zap.Error(err))
+	}
+	cfg.Audit = audit.Multi(sinks...)
+	cfg.CellOutput = o.CellOutput
+
+	s, err := supervisor.New(cfg)
+	if err != nil {
+		owner.Close()
+		return err
+	}
+	return s.Serve(ctx, owner)
+}
+
+// loadAllowlist loads the allowlist at flagValue (or its default). When it
+// is missing or unusable, the error is why every spawn is denied.
+func loadAllowlist(flagValue string, log *zap.Logger) (*allowlist.File, error) {
+	path, err := rundir.AllowlistPath(flagValue)
+	var al *allowlist.File
+	if err == nil {
+		al, err = allowlist.Load(path)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Warn("no allowlist", zap.String("path", path))
+		return nil, fmt.Errorf("no allowlist at %s: every spawn is denied", path)
+	case err != nil:
+		log.Error("allowlist unusable", zap.Error(err))
+		return al, fmt.Errorf("allowlist unusable, every spawn is denied: %w", err)
+	}
+	return al, nil
+}
+
+// mayUsePodman reports whether a cell of al could run on podman: only then
+// is a Podman service worth finding or starting. A missing or broken
+// allowlist runs nothing.
+func mayUsePodman(al *allowlist.File) bool {
+	if al == nil {
+		return false
+	}
+	for _, c := range al.Cells {
+		if c.Backend == cellspec.Podman || c.Backend == cellspec.Auto {
+			return true
+		}
+	}
+	return false
+}
