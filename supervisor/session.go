@@ -121,7 +121,7 @@ func New(cfg Config) (*Session, error) {
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 3 * time.Second
 	}
-	id, dir, err := rundir.NewSession(cfg.Base)
+	id, dir, rootLock, err := rundir.NewSession(cfg.Base)
 	if err != nil {
 		return nil, err
 	}
@@ -134,15 +134,14 @@ func New(cfg Config) (*Session, error) {
 		conns:  map[*umbConn]struct{}{},
 		failed: make(chan struct{}),
 
+		rootLock: rootLock,
+
 		budgets:  map[string]*budget{},
 		maxConns: maxTotalConns(),
 	}
 	fail := func(err error) (*Session, error) {
 		s.removeFiles()
 		return nil, err
-	}
-	if s.rootLock, err = rundir.TryLock(rundir.RootLockPath(cfg.Base, id)); err != nil {
-		return fail(fmt.Errorf("session %s: %w", id, err))
 	}
 	if s.ownerToken, err = newToken(); err != nil {
 		return fail(err)

@@ -72,7 +72,11 @@ func TestCollect(t *testing.T) {
 	}
 	t.Cleanup(func() { bystander.Process.Kill(); bystander.Wait() })
 
-	dead, deadDir, _ := rundir.NewSession(base)
+	dead, deadDir, deadLock, err := rundir.NewSession(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadLock.Close() // its root died
 	start, err := processStartTime(leftover.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +88,7 @@ func TestCollect(t *testing.T) {
 	os.WriteFile(rundir.RootLockPath(base, dead), nil, 0o600)
 	os.WriteFile(filepath.Join(deadDir, "eye.sock"), nil, 0o600)
 
-	live, liveDir, _ := rundir.NewSession(base)
-	lock, err := rundir.TryLock(rundir.RootLockPath(base, live))
+	_, liveDir, lock, err := rundir.NewSession(base)
 	if err != nil {
 		t.Fatal(err)
 	}

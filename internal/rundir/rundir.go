@@ -54,18 +54,33 @@ func BaseFor(xdgRuntimeDir string, uid int) (string, error) {
 	return dir, nil
 }
 
-// NewSession creates a fresh session dir under base and returns its id and path.
-func NewSession(base string) (id, dir string, err error) {
-	var raw [8]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", "", fmt.Errorf("session id: %w", err)
+// NewSession creates a fresh session under base: it takes the session's
+// root lock first and only then creates the dir, so that a collector, which
+// removes whatever has no held lock, can never take a session being born
+// for a dead one. It returns the id, the dir and the held lock.
+func NewSession(base string) (id, dir string, lock *os.File, err error) {
+	for range 3 {
+		var raw [8]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", "", nil, fmt.Errorf("session id: %w", err)
+		}
+		id = hex.EncodeToString(raw[:])
+		lock, err = TryLock(RootLockPath(base, id))
+		if errors.Is(err, ErrLocked) {
+			continue // a collector removed it under us: take another id
+		}
+		if err != nil {
+			return "", "", nil, fmt.Errorf("session %s: %w", id, err)
+		}
+		dir = filepath.Join(base, id)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			os.Remove(lock.Name())
+			lock.Close()
+			return "", "", nil, fmt.Errorf("create session dir: %w", err)
+		}
+		return id, dir, lock, nil
 	}
-	id = hex.EncodeToString(raw[:])
-	dir = filepath.Join(base, id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", "", fmt.Errorf("create session dir: %w", err)
-	}
-	return id, dir, nil
+	return "", "", nil, fmt.Errorf("new session: %w", err)
 }
 
 // Sessions lists, sorted, the ids of every session that has a trace under

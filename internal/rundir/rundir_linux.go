@@ -44,6 +44,15 @@ func TryLock(path string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
+	// A collector may have locked, then removed, the file between our open
+	// and our flock: a lock on an unlinked file guards nothing, and the
+	// path now belongs to whoever creates it next.
+	var held, named unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &held) != nil || unix.Lstat(path, &named) != nil ||
+		held.Dev != named.Dev || held.Ino != named.Ino {
+		f.Close()
+		return nil, fmt.Errorf("%s: removed while being locked: %w", path, ErrLocked)
+	}
 	return f, nil
 }
 

@@ -51,12 +51,20 @@ func TestBaseForRefusesUnsafeDirs(t *testing.T) {
 
 func TestSessionsListsEveryTrace(t *testing.T) {
 	base := t.TempDir()
-	id, dir, err := NewSession(base)
+	id, dir, lock, err := NewSession(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer lock.Close()
 	if !ValidSessionID(id) || filepath.Dir(dir) != base {
 		t.Fatalf("NewSession = %q, %q", id, dir)
+	}
+	// The new session's root lock is held: a collector leaves it alone.
+	if other, err := TryLock(RootLockPath(base, id)); !errors.Is(err, ErrLocked) {
+		if other != nil {
+			other.Close()
+		}
+		t.Fatalf("the new session's lock: %v, want ErrLocked", err)
 	}
 	orphan := "0123456789abcdef"
 	os.WriteFile(RootLockPath(base, orphan), nil, 0o600)

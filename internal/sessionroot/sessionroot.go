@@ -59,6 +59,26 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 	if ids, err := supervisor.Collect(base, log); err != nil {
 		log.Warn("collecting dead sessions", zap.Error(err), zap.Strings("collected", ids))
 	}
+	// A root killed a moment ago can still hold its lock while its last
+	// threads exit (its main thread already a zombie), so the pass above
+	// took it for live: look again a few times while this session serves,
+	// rather than leave what it left to the next root.
+	recollect, stopRecollect := context.WithCancel(ctx)
+	recollected := make(chan struct{})
+	go func() {
+		defer close(recollected)
+		for _, wait := range []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second} {
+			select {
+			case <-recollect.Done():
+				return
+			case <-time.After(wait):
+			}
+			if ids, err := supervisor.Collect(base, log); err != nil {
+				log.Warn("collecting dead sessions", zap.Error(err), zap.Strings("collected", ids))
+			}
+		}
+	}()
+	defer func() { stopRecollect(); <-recollected }()
 
 	cfg := supervisor.Config{Base: base, Log: log, ReadyTimeout: o.ReadyTimeout, StopGrace: o.StopGrace}
 	cfg.Allowlist, cfg.AllowlistErr = loadAllowlist(o.Allowlist, log)
