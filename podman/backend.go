@@ -61,10 +61,6 @@ type Options struct {
 	Log *zap.Logger
 }
 
-// privPrefix names the backend's private dir under the runtime dir. The dot
-// keeps it apart from session ids, which supervisor collection scans.
-const privPrefix = ".podman-"
-
 // Launcher launches cells as containers of one Podman service.
 type Launcher struct {
 	opts Options
@@ -129,7 +125,7 @@ func Open(ctx context.Context, opts Options) (*Launcher, error) {
 
 	b := &Launcher{opts: opts, insts: map[*Instance]struct{}{}}
 	var err error
-	if b.priv, err = os.MkdirTemp(opts.Base, privPrefix); err != nil {
+	if b.priv, err = os.MkdirTemp(opts.Base, rundir.PodmanPrivatePrefix); err != nil {
 		return nil, fmt.Errorf("podman: private dir: %w", err)
 	}
 	// The cleanup holds b itself, not a named result: a failed open

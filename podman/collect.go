@@ -167,9 +167,6 @@ func (b *Launcher) removeExternal(ctx context.Context, live func(string) bool) (
 // settleAfterCollect is how long CollectDead waits before its second pass.
 const settleAfterCollect = 500 * time.Millisecond
 
-// youngDir is how old a private dir without a lock must be to be collected.
-const youngDir = time.Minute
-
 // collectPrivateDirs removes the private dirs whose backend is gone: their
 // lock is free.
 func (b *Launcher) collectPrivateDirs() error {
@@ -180,29 +177,22 @@ func (b *Launcher) collectPrivateDirs() error {
 	var errs []error
 	for _, e := range entries {
 		dir := filepath.Join(b.opts.Base, e.Name())
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), privPrefix) || dir == b.priv {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), rundir.PodmanPrivatePrefix) || dir == b.priv {
 			continue
 		}
-		lockPath := filepath.Join(dir, "lock")
-		if _, err := os.Stat(lockPath); err != nil {
-			// A backend opening right now makes its dir before its
-			// lock: leave a young dir without a lock alone.
-			if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < youngDir {
-				continue
-			}
-		}
-		lock, err := rundir.TryLock(lockPath)
-		if errors.Is(err, rundir.ErrLocked) {
-			continue
-		}
+		lock, dead, err := rundir.DeadPrivate(dir)
 		if err != nil {
 			errs = append(errs, err)
+		}
+		if !dead {
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, fmt.Errorf("podman: remove dead private dir: %w", err))
 		}
-		lock.Close()
+		if lock != nil {
+			lock.Close()
+		}
 	}
 	return errors.Join(errs...)
 }

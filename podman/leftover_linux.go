@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cellproject/cell/internal/linuxproc"
+	"github.com/cellproject/cell/internal/rundir"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,7 +76,7 @@ func conmonSession(p procEntry, base string) (string, bool) {
 	}
 	ours := false
 	for _, a := range p.args {
-		ours = ours || strings.Contains(a, base+"/"+privPrefix)
+		ours = ours || strings.Contains(a, base+"/"+rundir.PodmanPrivatePrefix)
 	}
 	if !ours {
 		return "", false

@@ -1,19 +1,23 @@
 package podman
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/cellproject/cell/internal/rundir"
+)
 
 func TestLeftoverConmonMatching(t *testing.T) {
 	base := "/run/user/1000/cell"
 	conmon := func(name, log string) procEntry {
 		return procEntry{comm: "conmon", args: []string{"/usr/bin/conmon", "--api-version", "1", "-n", name, "-l", "k8s-file:" + log}}
 	}
-	ours := conmon(ContainerName("0123456789abcdef", "eye@2"), base+"/"+privPrefix+"x/root-1.log")
+	ours := conmon(ContainerName("0123456789abcdef", "eye@2"), base+"/"+rundir.PodmanPrivatePrefix+"x/root-1.log")
 	if s, ok := conmonSession(ours, base); !ok || s != "0123456789abcdef" {
 		t.Fatalf("our conmon: %q %v", s, ok)
 	}
 	for _, p := range []procEntry{
-		conmon(ContainerName("0123456789abcdef", "eye"), "/run/user/1000/other/"+privPrefix+"x/root-1.log"), // another runtime dir
-		conmon("users-own", base+"/"+privPrefix+"x/root-1.log"),
+		conmon(ContainerName("0123456789abcdef", "eye"), "/run/user/1000/other/"+rundir.PodmanPrivatePrefix+"x/root-1.log"), // another runtime dir
+		conmon("users-own", base+"/"+rundir.PodmanPrivatePrefix+"x/root-1.log"),
 		{comm: "bash", args: ours.args},
 	} {
 		if s, ok := conmonSession(p, base); ok {

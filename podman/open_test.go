@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // A Podman that cannot start must come back as an error, never a panic (the
@@ -36,7 +38,7 @@ func TestOpenFailureIsAnError(t *testing.T) {
 			if !errors.Is(err, want) {
 				t.Fatalf("Open: got %v, want %v", err, want)
 			}
-			if left, _ := filepath.Glob(filepath.Join(base, privPrefix+"*")); len(left) != 0 {
+			if left, _ := filepath.Glob(filepath.Join(base, rundir.PodmanPrivatePrefix+"*")); len(left) != 0 {
 				t.Fatalf("a failed open left its private dir: %v", left)
 			}
 		})

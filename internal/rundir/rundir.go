@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Files inside a session dir.
@@ -143,4 +144,33 @@ func CheckSocketPath(sessionDir, key string) error {
 		return fmt.Errorf("%w: %s is %d bytes, sun_path holds %d", ErrPathTooLong, p, len(p), MaxSocketPath)
 	}
 	return nil
+}
+
+// PodmanPrivatePrefix names the podman launcher's private dirs under the
+// runtime dir; the dot keeps them apart from session ids.
+const PodmanPrivatePrefix = ".podman-"
+
+// privateYoung: a private dir without its lock file may belong to a
+// launcher opening right now (it makes the dir, then the lock); one this
+// old lost its launcher before the lock, which made no container.
+const privateYoung = time.Minute
+
+// DeadPrivate reports whether the private dir dir of a podman launcher is
+// dead: its lock is free, or it never got one and is no longer young. A
+// dead dir's lock, when it has one, comes back held: close it once the dir
+// is removed.
+func DeadPrivate(dir string) (lock *os.File, dead bool, err error) {
+	lockPath := filepath.Join(dir, "lock")
+	if _, err := os.Stat(lockPath); err != nil {
+		info, err := os.Stat(dir)
+		return nil, err == nil && time.Since(info.ModTime()) >= privateYoung, nil
+	}
+	lock, err = TryLock(lockPath)
+	if errors.Is(err, ErrLocked) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return lock, true, nil
 }

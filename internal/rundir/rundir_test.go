@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestBaseForCreatesPrivateDir(t *testing.T) {
@@ -144,5 +145,47 @@ func TestCheckSocketPath(t *testing.T) {
 	}
 	if err := CheckSocketPath(dir, long+"a"); !errors.Is(err, ErrPathTooLong) {
 		t.Fatalf("%d-byte path: %v, want ErrPathTooLong", len(SocketPath(dir, long+"a")), err)
+	}
+}
+
+// TestDeadPrivate: a podman launcher's private dir is dead when its lock is
+// free, or when it has none and is past the age of one being opened.
+func TestDeadPrivate(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name string) string {
+		dir := filepath.Join(base, PodmanPrivatePrefix+name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	held := mk("held")
+	lock, err := TryLock(filepath.Join(held, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	free := mk("free")
+	os.WriteFile(filepath.Join(free, "lock"), nil, 0o600)
+	young := mk("young")
+	old := mk("old")
+	ago := time.Now().Add(-2 * privateYoung)
+	os.Chtimes(old, ago, ago)
+
+	for _, c := range []struct {
+		dir      string
+		dead     bool
+		withLock bool
+	}{{held, false, false}, {free, true, true}, {young, false, false}, {old, true, false}} {
+		l, dead, err := DeadPrivate(c.dir)
+		if err != nil {
+			t.Fatalf("%s: %v", c.dir, err)
+		}
+		if dead != c.dead || (l != nil) != c.withLock {
+			t.Errorf("%s: dead %v, lock %v; want dead %v, lock %v", filepath.Base(c.dir), dead, l != nil, c.dead, c.withLock)
+		}
+		if l != nil {
+			l.Close()
+		}
 	}
 }
