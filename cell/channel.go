@@ -23,14 +23,18 @@ const copyLimit = 32 << 10
 // its small frames back (hold) and write them all at once (flush) before
 // it reads again.
 type channel struct {
-	nc      net.Conn
-	r       io.Reader    // nc, or a junction's inbound ring
-	rd      *frameReader // whoever reads owns it; one at a time
-	maxIn   int          // bodies we accept
-	maxOut  int          // bodies the peer accepts, from its preface
-	out     func(net.Buffers) error
-	abort   func() // makes a stuck write fail (the connection is lost then)
-	closeFn func() error
+	nc     net.Conn
+	r      io.Reader    // nc, or a junction's inbound ring
+	rd     *frameReader // whoever reads owns it; one at a time
+	maxIn  int          // bodies we accept
+	maxOut int          // bodies the peer accepts, from its preface
+	out    func(net.Buffers) error
+	abort  func() // makes a stuck write fail (the connection is lost then)
+	// interrupt with on set makes the read in progress, and later ones,
+	// fail with os.ErrDeadlineExceeded (keeping what arrived) until it is
+	// called with on cleared: how a link takes the read role back.
+	interrupt func(on bool)
+	closeFn   func() error
 
 	wmu      sync.Mutex // guards the fields below
 	wcond    sync.Cond  // signalled when written advances or werr is set
@@ -50,6 +54,13 @@ func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
 		return err
 	}
 	ch.abort = func() { nc.SetWriteDeadline(time.Unix(1, 0)) }
+	ch.interrupt = func(on bool) {
+		if on {
+			nc.SetReadDeadline(time.Unix(1, 0))
+		} else {
+			nc.SetReadDeadline(time.Time{})
+		}
+	}
 	return ch
 }
 

@@ -10,24 +10,24 @@ import (
 	"time"
 )
 
-// On a socket a link has no reader goroutine of its own: a waiting call
-// reads the socket itself (it leads), hands the replies of other calls to
-// them, and when its own comes passes the reading to another waiting call.
-// A call alone on the link so reads its own reply, as a plain ping-pong
-// does, with no goroutine woken in between.
+// A link has no reader goroutine of its own: a waiting call reads the
+// socket or the junction's ring itself (it leads), hands the replies of
+// other calls to them, and when its own comes passes the reading to another
+// waiting call. A call alone on the link so reads its own reply, as a plain
+// ping-pong does, with no goroutine woken in between; on a junction the
+// leader spins on the ring the way the ring's reader does, and sleeps on
+// its eventfd after that.
 //
 // When nobody waits, the watcher (a goroutine the idle timer starts) reads
 // instead, so that GOAWAY and the peer's end are seen on an idle link too.
-// A read deadline in the past takes the role back from a holder that must
-// let go: the watcher when a call comes, a leader whose ctx ended. The frame
-// reader keeps a frame cut by the deadline, so the next holder resumes it.
+// An interrupt (a read deadline in the past on a socket, InterruptRead on a
+// junction) takes the role back from a holder that must let go: the watcher
+// when a call comes, a leader whose ctx ended. The frame reader keeps a
+// frame cut by it, so the next holder resumes it.
 
 // idleWatch is how long a link may go unread while no call waits before the
 // watcher reads it: how late GOAWAY or the peer's end is seen when idle.
 const idleWatch = 10 * time.Millisecond
-
-// past is a deadline that has passed.
-var past = time.Unix(1, 0)
 
 // await waits for cl's reply, leading when nobody reads.
 func (l *link) await(ctx context.Context, cl *call) (frame, error) {
@@ -191,14 +191,14 @@ func (l *link) watchIdle() {
 func (l *link) yieldLocked() {
 	if !l.yield {
 		l.yield = true
-		l.ch.nc.SetReadDeadline(past)
+		l.ch.interrupt(true)
 	}
 }
 
 func (l *link) clearYieldLocked() {
 	if l.yield {
 		l.yield = false
-		l.ch.nc.SetReadDeadline(time.Time{})
+		l.ch.interrupt(false)
 	}
 }
 
