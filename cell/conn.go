@@ -73,7 +73,8 @@ type link struct {
 	waiters *call       // calls waiting that can take the role, newest first
 	ended   bool        // done is closed
 	idleSet bool        // idle is set
-	idle    *time.Timer // starts the watcher on a link nobody reads
+	soon    bool        // idle is set for busyWatch, not idleWatch
+	idle    *time.Timer // starts the watcher on a link nobody reads (watchIdle)
 
 	done chan struct{} // closed when the link has ended and nobody reads
 }
@@ -394,11 +395,10 @@ func (l *link) register() (*call, error) {
 		return nil, l.err
 	}
 	if !l.reading && len(l.pending) > 0 {
-		// Replies to the calls in flight may fill the socket while this
-		// one writes; unread, they would stop the cell reading this
-		// write: someone reads until a call waits.
-		l.reading = true
-		go l.lead(context.Background(), nil)
+		// Replies to the calls in flight may fill the connection while
+		// this one writes; unread, they would stop the cell reading this
+		// write: someone reads soon unless a call waits first.
+		l.watchSoonLocked()
 	}
 	cl.id = l.nextID
 	l.nextID++

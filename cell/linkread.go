@@ -151,9 +151,17 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 	}
 }
 
-// passLocked gives up the read role: to a waiting call, else to the
-// watcher while calls are still sending (their replies must be read even
-// if they take a while to wait), else to nobody, with the idle timer set.
+// busyWatch is how long a link with calls in flight may go unread while
+// none of them waits: they may still be writing, and their replies, unread,
+// could fill the connection until the cell stops reading those writes. It
+// bounds how long such a write stalls; most often a call that waits takes
+// the reading first, and no watcher starts, nor has to be woken to let go.
+const busyWatch = 200 * time.Microsecond
+
+// passLocked gives up the read role: to a waiting call, else to nobody,
+// with the idle timer set: within busyWatch while calls are in flight
+// (their replies must be read even if they take a while to wait), else
+// within idleWatch.
 func (l *link) passLocked() {
 	l.clearYieldLocked()
 	l.leader = nil
@@ -163,21 +171,32 @@ func (l *link) passLocked() {
 		cl.rep <- leadToken // empty: a waiting call has no reply yet
 		return
 	}
+	l.reading = false
 	if len(l.pending) > 0 {
-		go l.lead(context.Background(), nil)
+		l.watchSoonLocked()
 		return
 	}
-	l.reading = false
 	if !l.idleSet {
 		l.idleSet = true
 		l.idle.Reset(idleWatch)
 	}
 }
 
+// watchSoonLocked sets the idle timer to start the watcher within busyWatch,
+// unless a call takes the reading first. A timer set so already is left:
+// calls that keep coming must not keep putting it off.
+func (l *link) watchSoonLocked() {
+	if l.idleSet && l.soon {
+		return
+	}
+	l.idleSet, l.soon = true, true
+	l.idle.Reset(busyWatch)
+}
+
 // watchIdle is the idle timer's function: the watcher, when nobody reads.
 func (l *link) watchIdle() {
 	l.mu.Lock()
-	l.idleSet = false
+	l.idleSet, l.soon = false, false
 	if l.reading {
 		l.mu.Unlock()
 		return
