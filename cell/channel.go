@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -11,6 +12,10 @@ import (
 // copyLimit is the largest body send copies into its frame buffer; larger
 // bodies are written from the caller's slice, and send waits for that write.
 const copyLimit = 32 << 10
+
+// maxSpareEnc bounds the encode buffer a channel keeps between writes, so
+// that one burst of queued frames does not pin its memory for good.
+const maxSpareEnc = 256 << 10
 
 // channel is one connection's framing, shared by the client and the server
 // side: the frame reader with its buffer and bound, and a writer that
@@ -23,33 +28,52 @@ const copyLimit = 32 << 10
 // its small frames back (hold) and write them all at once (flush) before
 // it reads again.
 type channel struct {
-	nc      net.Conn
-	r       io.Reader    // nc, or a junction's inbound ring
-	rd      *frameReader // whoever reads owns it; one at a time
-	maxIn   int          // bodies we accept
-	maxOut  int          // bodies the peer accepts, from its preface
-	out     func(net.Buffers) error
-	abort   func() // makes a stuck write fail (the connection is lost then)
-	closeFn func() error
+	nc     net.Conn
+	r      io.Reader    // nc, or a junction's inbound ring
+	rd     *frameReader // whoever reads owns it; one at a time
+	maxIn  int          // bodies we accept
+	maxOut int          // bodies the peer accepts, from its preface
+	out    func(net.Buffers) error
+	abort  func() // makes a stuck write fail (the connection is lost then)
+	// interrupt with on set makes the read in progress, and later ones,
+	// fail with os.ErrDeadlineExceeded (keeping what arrived) until it is
+	// called with on cleared: how a link takes the read role back.
+	interrupt func(on bool)
+	closeFn   func() error
 
-	wmu      sync.Mutex // guards the fields below
-	wcond    sync.Cond  // signalled when written advances or werr is set
-	queue    net.Buffers
-	spare    net.Buffers // the previous queue's backing array, reused
-	queued   uint64      // frames queued so far
-	written  uint64      // frames whose write has finished
+	wmu   sync.Mutex // guards the fields below
+	wcond sync.Cond  // signalled when written advances or werr is set
+	queue net.Buffers
+	spare net.Buffers // the previous queue's backing array, reused
+	// enc holds the queued frames' headers, names and small bodies; the
+	// queue's entries are slices of it, and run is where the last entry
+	// starts in it (-1: the last entry is a large body, or none). A
+	// flusher takes enc with the queue and hands it back as spareEnc once
+	// written, so that encoding costs no allocation once warm.
+	enc      []byte
+	spareEnc []byte
+	run      int
+	queued   uint64 // frames queued so far
+	written  uint64 // frames whose write has finished
 	flushing bool
 	werr     error
 }
 
 func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
-	ch := &channel{nc: nc, r: nc, rd: newFrameReader(maxIn), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close}
+	ch := &channel{nc: nc, r: nc, rd: newFrameReader(maxIn), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close, run: -1}
 	ch.wcond.L = &ch.wmu
 	ch.out = func(b net.Buffers) error {
 		_, err := b.WriteTo(nc)
 		return err
 	}
 	ch.abort = func() { nc.SetWriteDeadline(time.Unix(1, 0)) }
+	ch.interrupt = func(on bool) {
+		if on {
+			nc.SetReadDeadline(time.Unix(1, 0))
+		} else {
+			nc.SetReadDeadline(time.Time{})
+		}
+	}
 	return ch
 }
 
@@ -96,12 +120,6 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	if small {
 		n += len(body)
 	}
-	buf := make([]byte, n)
-	h.put(buf)
-	copy(buf[headerLen:], name)
-	if small {
-		copy(buf[headerLen+len(name):], body)
-	}
 
 	ch.wmu.Lock()
 	if ch.werr != nil {
@@ -109,9 +127,23 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 		ch.wmu.Unlock()
 		return err
 	}
-	ch.queue = append(ch.queue, buf)
+	// Entries before the run may point into an older array that enc grew
+	// out of: it still holds their bytes, and nothing writes to it again.
+	at := len(ch.enc)
+	ch.enc = slices.Grow(ch.enc, n)[:at+n]
+	h.put(ch.enc[at:])
+	copy(ch.enc[at+headerLen:], name)
+	if small {
+		copy(ch.enc[at+headerLen+len(name):], body)
+	}
+	if ch.run < 0 {
+		ch.run = at
+		ch.queue = append(ch.queue, nil)
+	}
+	ch.queue[len(ch.queue)-1] = ch.enc[ch.run:]
 	if !small {
 		ch.queue = append(ch.queue, body)
+		ch.run = -1
 	}
 	ch.queued++
 	mine := ch.queued
@@ -139,13 +171,17 @@ func (ch *channel) flushLocked(ctx context.Context) error {
 	ch.flushing = true
 	stop := afterFunc(ctx, ch.abort)
 	for len(ch.queue) > 0 && ch.werr == nil {
-		bufs, upto := ch.queue, ch.queued
-		ch.queue = ch.spare[:0]
+		bufs, upto, enc := ch.queue, ch.queued, ch.enc
+		ch.queue, ch.enc, ch.run = ch.spare[:0], ch.spareEnc[:0], -1
 		ch.wmu.Unlock()
 		err := ch.out(bufs)
 		ch.wmu.Lock()
 		clear(bufs[:cap(bufs)])
 		ch.spare = bufs[:0]
+		ch.spareEnc = nil
+		if cap(enc) <= maxSpareEnc {
+			ch.spareEnc = enc[:0]
+		}
 		ch.written = upto
 		if err != nil {
 			ch.werr = err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"time"
 )
@@ -55,9 +54,8 @@ type Conn struct {
 	dialMu sync.Mutex // one redial at a time
 }
 
-// link is one underlying connection of a Conn. Over a junction one reader
-// goroutine reads for every call (readLoop); over a socket the calls read
-// for themselves (sockread.go).
+// link is one underlying connection of a Conn; its calls read their own
+// replies (linkread.go).
 type link struct {
 	ch       *channel
 	junction bool
@@ -68,14 +66,15 @@ type link struct {
 	err     error // why the link ended; set once
 	goaway  bool  // the server asked for no new calls here
 
-	// The read role on a socket, held by one goroutine at a time.
+	// The read role, held by one goroutine at a time.
 	reading bool        // someone holds it (for good once ended)
 	leader  *call       // whose reply the holder waits for; nil: the watcher
 	yield   bool        // the holder is asked to let go: a read deadline is set
 	waiters *call       // calls waiting that can take the role, newest first
 	ended   bool        // done is closed
 	idleSet bool        // idle is set
-	idle    *time.Timer // starts the watcher on a link nobody reads
+	soon    bool        // idle is set for busyWatch, not idleWatch
+	idle    *time.Timer // starts the watcher on a link nobody reads (watchIdle)
 
 	done chan struct{} // closed when the link has ended and nobody reads
 }
@@ -136,13 +135,9 @@ func (c *Conn) open(ctx context.Context, nc net.Conn) (*link, error) {
 		return nil, err
 	}
 	l := &link{ch: ch, junction: junction, nextID: 1, pending: make(map[uint64]*call), done: make(chan struct{})}
-	if junction {
-		go l.readLoop()
-	} else {
-		l.mu.Lock() // the timer's function takes it first
-		l.idle, l.idleSet = time.AfterFunc(idleWatch, l.watchIdle), true
-		l.mu.Unlock()
-	}
+	l.mu.Lock() // the timer's function takes it first
+	l.idle, l.idleSet = time.AfterFunc(idleWatch, l.watchIdle), true
+	l.mu.Unlock()
 	return l, nil
 }
 
@@ -341,11 +336,6 @@ func ctxOr(ctx context.Context, err error) error {
 	return err
 }
 
-// junctionSpins bounds the caller's look for its reply on a junction
-// before it parks (each look yields the processor, about a microsecond in all
-// for a few dozen).
-const junctionSpins = 64
-
 // errGoAway is a link's answer to new calls once the server sent GOAWAY.
 var errGoAway = errors.New("cell: the cell is going away")
 
@@ -404,12 +394,11 @@ func (l *link) register() (*call, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
-	if !l.junction && !l.reading && len(l.pending) > 0 {
-		// Replies to the calls in flight may fill the socket while this
-		// one writes; unread, they would stop the cell reading this
-		// write: someone reads until a call waits.
-		l.reading = true
-		go l.lead(context.Background(), nil)
+	if !l.reading && len(l.pending) > 0 {
+		// Replies to the calls in flight may fill the connection while
+		// this one writes; unread, they would stop the cell reading this
+		// write: someone reads soon unless a call waits first.
+		l.watchSoonLocked()
 	}
 	cl.id = l.nextID
 	l.nextID++
@@ -425,38 +414,11 @@ func (l *link) draining() bool {
 }
 
 func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]byte, error) {
-	if !l.junction {
-		f, err := l.await(ctx, cl)
-		if err != nil {
-			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
-		}
-		return reply(method, f)
+	f, err := l.await(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 	}
-	// A reply over a junction comes in about a microsecond: look for it
-	// briefly before parking, since waking a parked goroutine costs more
-	// than that.
-	for i := 0; i < junctionSpins; i++ {
-		select {
-		case rep := <-cl.rep:
-			return reply(method, rep)
-		default:
-			runtime.Gosched()
-		}
-	}
-	select {
-	case rep := <-cl.rep:
-		return reply(method, rep)
-	case <-l.done:
-		select { // the reader may have delivered just before stopping
-		case rep := <-cl.rep:
-			return reply(method, rep)
-		default:
-		}
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, l.closeErr())
-	case <-ctx.Done():
-		l.forget(cl.id)
-		return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctx.Err())
-	}
+	return reply(method, f)
 }
 
 func reply(method string, f frame) ([]byte, error) {
@@ -473,55 +435,6 @@ func (l *link) forget(id uint64) {
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()
-	}
-}
-
-// readLoop is a junction link's one reader: it hands each reply to the call
-// waiting for it and stops at the first read or decode error.
-func (l *link) readLoop() {
-	defer close(l.done)
-	for {
-		f, err := l.ch.recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				err = ErrClosed
-			}
-			l.fail(err)
-			l.ch.close()
-			return
-		}
-		switch f.kind {
-		case kindReply, kindError:
-		case kindGoAway:
-			l.mu.Lock()
-			l.goaway = true
-			idle := len(l.pending) == 0
-			l.mu.Unlock()
-			if idle {
-				l.ch.close() // nothing will come; the next call redials
-			}
-			continue
-		default:
-			l.fail(fmt.Errorf("%w: frame kind %d from a server", ErrMalformed, f.kind))
-			l.ch.close()
-			return
-		}
-		l.mu.Lock()
-		cl, ok := l.pending[f.id]
-		delete(l.pending, f.id)
-		idle := l.goaway && len(l.pending) == 0
-		l.mu.Unlock()
-		if ok {
-			cl.rep <- f // buffered: never blocks
-			// Run the woken caller here and now rather than let another
-			// thread be woken for it: on a junction that wake costs more
-			// than the reply's whole way.
-			runtime.Gosched()
-		}
-		// A reply nobody waits for answers a call whose ctx ended: drop it.
-		if idle {
-			l.ch.close()
-		}
 	}
 }
 
@@ -557,14 +470,12 @@ func (l *link) closeErr() error {
 func (l *link) close() error {
 	l.fail(ErrClosed)
 	err := l.ch.close()
-	if !l.junction {
-		l.mu.Lock()
-		free := !l.reading
-		l.reading = true // nobody reads from now on
-		l.mu.Unlock()
-		if free {
-			l.end(ErrClosed)
-		}
+	l.mu.Lock()
+	free := !l.reading
+	l.reading = true // nobody reads from now on
+	l.mu.Unlock()
+	if free {
+		l.end(ErrClosed)
 	}
 	<-l.done
 	if errors.Is(err, net.ErrClosed) {

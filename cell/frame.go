@@ -174,6 +174,10 @@ type frameReader struct {
 	buf     []byte
 	lo, hi  int // buf[lo:hi] has arrived and is not decoded yet
 
+	// name is the last name decoded: a peer calls few methods, so most
+	// frames repeat it, and share its string instead of allocating one.
+	name string
+
 	// A frame whose body is being read past the buffer.
 	part   frame
 	inBody bool
@@ -215,7 +219,13 @@ func (fr *frameReader) next(r io.Reader) (frame, error) {
 			return frame{}, err
 		}
 		p := fr.buf[fr.lo+headerLen : fr.lo+lead]
-		f := frame{header: h, name: string(p[:h.nameLen])}
+		f := frame{header: h}
+		if nb := p[:h.nameLen]; len(nb) > 0 {
+			if string(nb) != fr.name {
+				fr.name = string(nb)
+			}
+			f.name = fr.name
+		}
 		fr.lo += lead
 		if len(p) > int(h.nameLen) || n == 0 {
 			if n > 0 {

@@ -2,8 +2,10 @@ package cell
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"testing"
@@ -218,5 +220,53 @@ func TestFrameReaderResumes(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// Once warm, sending a small frame allocates nothing (the header, name and
+// body go into the channel's own buffer), and reading one allocates only
+// the body that becomes the caller's: a method name seen last is reused.
+func TestSmallFramesDoNotAllocate(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ch := newChannel(a, DefaultMaxBody, DefaultMaxBody)
+	var sent bytes.Buffer
+	ch.out = func(bufs net.Buffers) error {
+		for _, p := range bufs {
+			sent.Write(p)
+		}
+		return nil
+	}
+	body := make([]byte, 64)
+	ctx := context.Background()
+	send := func() {
+		if err := ch.send(ctx, header{kind: kindNotify}, "echo", body); err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.hold(ctx, header{kind: kindRequest, id: 7}, "echo", body); err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send()
+	if n := testing.AllocsPerRun(100, func() { sent.Reset(); send() }); n != 0 {
+		t.Fatalf("%v allocations sending two small frames", n)
+	}
+
+	stream := bytes.Repeat(sent.Bytes(), 101)
+	r := bytes.NewReader(stream)
+	fr := newFrameReader(DefaultMaxBody)
+	next := func() {
+		f, err := fr.next(r)
+		if err != nil || f.name != "echo" || len(f.body) != len(body) {
+			t.Fatalf("read %+v, %v", f.header, err)
+		}
+	}
+	next()
+	if n := testing.AllocsPerRun(100, next); n != 1 {
+		t.Fatalf("%v allocations reading a small frame, want 1 (its body)", n)
 	}
 }

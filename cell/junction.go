@@ -1,11 +1,11 @@
 package cell
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 
 	"github.com/cellproject/cell/internal/junction"
 )
@@ -98,12 +98,12 @@ func useJunction(ch *channel, j *junction.Junction) {
 		nc.Read(b[:]) // nothing more is sent on the socket: any result ends it
 		j.Close()
 	}()
-	// Buffered, so that a frame's header, name and body (and the frames
-	// behind it) come out of the ring in one look at the producer's index
-	// and one store of ours, not three.
-	ch.r = bufio.NewReaderSize(junctionReader{j}, readBuffer)
+	// The frame reader's buffer takes a batch of frames out of the ring in
+	// one look at the producer's index.
+	ch.r = junctionReader{j}
 	ch.out = func(b net.Buffers) error { return j.WriteBuffers(b) }
 	ch.abort = func() { j.Close() }
+	ch.interrupt = j.InterruptRead
 	ch.closeFn = func() error {
 		err := nc.Close()
 		j.Close()
@@ -112,13 +112,17 @@ func useJunction(ch *channel, j *junction.Junction) {
 	}
 }
 
-// junctionReader maps the junction's closing to the end of the stream.
+// junctionReader maps the junction's closing to the end of the stream,
+// and an interrupted read to the deadline a socket's reader would see.
 type junctionReader struct{ j *junction.Junction }
 
 func (r junctionReader) Read(p []byte) (int, error) {
 	n, err := r.j.Read(p)
-	if errors.Is(err, junction.ErrClosed) {
+	switch {
+	case errors.Is(err, junction.ErrClosed):
 		err = io.EOF
+	case errors.Is(err, junction.ErrInterrupted):
+		err = os.ErrDeadlineExceeded
 	}
 	return n, err
 }

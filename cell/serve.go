@@ -433,6 +433,12 @@ func (sc *serverConn) finish() {
 	close(sc.done)
 }
 
+// noAbort is the ctx replies are written under. A stuck reply needs no ctx
+// to end it: when the grace period is over, shutdown closes the connection,
+// which fails the write; and a ctx that can end would cost a callback
+// registered on it for every reply.
+var noAbort = context.Background()
+
 // handoffAfter is how long a handler may run on the connection's reader
 // before another goroutine takes over the reading (between one and two
 // periods): quick handlers then need no goroutine and no wake at all, and
@@ -457,7 +463,7 @@ func (sc *serverConn) read(turn uint64) {
 	inline := sc.srv.opts.MaxConcurrent == 1
 	for {
 		if !ch.buffered() {
-			if err := ch.flush(sc.srv.hctx); err != nil {
+			if err := ch.flush(noAbort); err != nil {
 				sc.srv.log.Debug("write reply", "err", err)
 				sc.end()
 				return
@@ -530,7 +536,7 @@ func (sc *serverConn) read(turn uint64) {
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
 			// for a frame already: the reply held above must go now.
-			if err := ch.flush(sc.srv.hctx); err != nil {
+			if err := ch.flush(noAbort); err != nil {
 				sc.srv.log.Debug("write reply", "err", err)
 				ch.close()
 			}
@@ -634,7 +640,7 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 	if hold {
 		send = sc.ch.hold
 	}
-	if err := send(sc.srv.hctx, h, name, body); err != nil {
+	if err := send(noAbort, h, name, body); err != nil {
 		sc.srv.log.Debug("write reply", "method", f.name, "err", err)
 		sc.ch.close()
 		return false

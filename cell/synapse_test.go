@@ -590,3 +590,57 @@ func TestSynapseGoAwayWithoutRedial(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A call whose ctx ends gives up waiting, whether it reads the link itself
+// or waits behind another call that does, and the link stays usable for
+// the calls left.
+func TestSynapseCallCancel(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		h := &synapseHandler{release: make(chan struct{})}
+		c := dialTemp(t, serveTemp(t, h, ServeOptions{Junction: true}), dialOpts(j)...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		held := make(chan error, 1)
+		go func() {
+			got, err := c.Call(ctx, "hold", nil)
+			if err == nil && string(got) != "held" {
+				err = fmt.Errorf("reply %q", got)
+			}
+			held <- err
+		}()
+		for range 3 {
+			short, stop := context.WithTimeout(ctx, 20*time.Millisecond)
+			_, err := c.Call(short, "hold", nil)
+			stop()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("call with an ended ctx = %v, want DeadlineExceeded", err)
+			}
+		}
+		close(h.release)
+		if err := <-held; err != nil {
+			t.Fatalf("the call left waiting: %v", err)
+		}
+		if got, err := c.Call(ctx, "echo", []byte("still")); err != nil || string(got) != "still" {
+			t.Fatalf("after the cancelled calls: %q, %v", got, err)
+		}
+	})
+}
+
+// An idle junction link costs the client no CPU: once no call waits, the
+// link's watcher sleeps on the ring's eventfd, and the next call still
+// takes the reading back from it.
+func TestSynapseJunctionIdleSleeps(t *testing.T) {
+	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true}), WithJunction())
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := c.Call(ctx, "echo", []byte("x")); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		c.mu.Lock()
+		jr := c.cur.ch.r.(junctionReader)
+		c.mu.Unlock()
+		for !jr.j.ReadAsleep() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package junction
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -189,5 +190,53 @@ func TestIdleSidesSleep(t *testing.T) {
 	}
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// InterruptRead takes a sleeping reader off its eventfd and fails later
+// reads without consuming the peer's bytes, until it is cleared.
+func TestInterruptRead(t *testing.T) {
+	a, b := socketpair(t)
+	o, err := NewOffer(MinRing)
+	if err != nil {
+		t.Fatalf("memfd junction refused on this host: %v", err)
+	}
+	if err := o.Send(a); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Accept(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := o.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	done := make(chan error)
+	go func() {
+		_, err := srv.Read(make([]byte, 8))
+		done <- err
+	}()
+	for atomic.LoadUint32(srv.in.flag(offSleeping)) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	srv.InterruptRead(true)
+	if err := <-done; !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted sleeping read: %v", err)
+	}
+	if err := cli.WriteBuffers([][]byte{[]byte("kept")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Read(make([]byte, 8)); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("read while interrupted: %v", err)
+	}
+	srv.InterruptRead(false)
+	buf := make([]byte, 8)
+	n, err := srv.Read(buf)
+	if err != nil || string(buf[:n]) != "kept" {
+		t.Fatalf("read %q, %v after the interrupt was cleared", buf[:n], err)
 	}
 }

@@ -16,6 +16,8 @@ var (
 	ErrClosed = errors.New("junction: closed")
 	// ErrCorrupt means the peer wrote an index no honest peer could have.
 	ErrCorrupt = errors.New("junction: ring corrupted by the peer")
+	// ErrInterrupted means a Read gave way to [Junction.InterruptRead].
+	ErrInterrupted = errors.New("junction: read interrupted")
 )
 
 // The control block of one ring: each word 128 bytes from the next, so that
@@ -58,6 +60,8 @@ type ring struct {
 	spaceEv event // the producer sleeps here
 
 	closed *atomic.Bool
+	// interrupt, for a consumer, makes reads fail with ErrInterrupted.
+	interrupt atomic.Bool
 }
 
 func newRing(ctl, data []byte, dataEv, spaceEv event, closed *atomic.Bool) (*ring, error) {
@@ -95,6 +99,9 @@ func (r *ring) waitData() (uint64, error) {
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
+		if r.interrupt.Load() {
+			return 0, ErrInterrupted
+		}
 		if avail, err := r.available(); err != nil || avail > 0 {
 			return avail, err
 		}
@@ -102,10 +109,12 @@ func (r *ring) waitData() (uint64, error) {
 			continue
 		}
 		// Announce the sleep, then look again: a producer that published
-		// before seeing the flag is caught by the second look.
+		// before seeing the flag is caught by the second look, and an
+		// interrupt set before it by the look at interrupt (InterruptRead
+		// signals the event after setting it, so one set later wakes us).
 		atomic.StoreUint32(r.flag(offSleeping), 1)
 		avail, err := r.available()
-		if err == nil && avail == 0 && r.dataEv.wait() != nil {
+		if err == nil && avail == 0 && !r.interrupt.Load() && r.dataEv.wait() != nil {
 			err = ErrClosed
 		}
 		atomic.StoreUint32(r.flag(offSleeping), 0)
@@ -312,6 +321,32 @@ func (j *Junction) Read(p []byte) (int, error) {
 		return 0, ErrClosed
 	}
 	return j.in.read(p)
+}
+
+// InterruptRead with on set makes a Read in progress, and every later one,
+// fail with ErrInterrupted without consuming anything, until it is called
+// with on cleared: what a read deadline in the past is to a socket.
+func (j *Junction) InterruptRead(on bool) {
+	j.in.interrupt.Store(on)
+	if !on {
+		return
+	}
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if !j.closed.Load() {
+		// Whether the reader sleeps is the flag in shared memory, which the
+		// peer may clear: signal regardless, a spare wake-up costs a look.
+		j.in.dataEv.signal()
+	}
+}
+
+// ReadAsleep reports whether a Read sleeps on its eventfd (as the flag in
+// the mapping says, which the peer could forge): how a test sees that an
+// idle reader costs no CPU.
+func (j *Junction) ReadAsleep() bool {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	return !j.closed.Load() && atomic.LoadUint32(j.in.flag(offSleeping)) != 0
 }
 
 // WriteBuffers writes all of bufs, in order.

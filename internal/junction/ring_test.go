@@ -102,13 +102,15 @@ func TestRingScribbledIndices(t *testing.T) {
 }
 
 // FuzzRingRead: whatever the peer leaves in the shared memory, reading
-// either fails with ErrCorrupt or yields bytes from inside the mapping.
+// either fails with ErrCorrupt or yields bytes from inside the mapping; an
+// interrupted read fails with ErrInterrupted and consumes nothing.
 func FuzzRingRead(f *testing.F) {
-	f.Add(uint64(10), uint64(0), []byte("hello"))
-	f.Add(uint64(MinRing+1), uint64(0), []byte{})
-	f.Add(^uint64(0), uint64(5), []byte{1})
-	f.Add(uint64(5), uint64(3), []byte{1, 2})
-	f.Fuzz(func(t *testing.T, tail, ourPos uint64, data []byte) {
+	f.Add(uint64(10), uint64(0), []byte("hello"), false)
+	f.Add(uint64(MinRing+1), uint64(0), []byte{}, false)
+	f.Add(^uint64(0), uint64(5), []byte{1}, false)
+	f.Add(uint64(5), uint64(3), []byte{1, 2}, false)
+	f.Add(uint64(10), uint64(0), []byte("hello"), true)
+	f.Fuzz(func(t *testing.T, tail, ourPos uint64, data []byte, interrupted bool) {
 		mem := make([]byte, Size(MinRing))
 		copy(mem[ctlPage:], data)
 		var closed atomic.Bool
@@ -119,6 +121,13 @@ func FuzzRingRead(f *testing.F) {
 		}
 		r.pos, r.peer = ourPos, ourPos
 		binary.LittleEndian.PutUint64(mem[offTail:], tail)
+		if interrupted {
+			r.interrupt.Store(true)
+			if _, err := r.read(make([]byte, 64)); !errors.Is(err, ErrInterrupted) || r.pos != ourPos || binary.LittleEndian.Uint64(mem[offHead:]) != 0 {
+				t.Fatalf("interrupted read: %v, position %d from %d", err, r.pos, ourPos)
+			}
+			return
+		}
 		if tail == ourPos {
 			return // empty: a read would sleep, as it must
 		}

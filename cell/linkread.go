@@ -10,24 +10,24 @@ import (
 	"time"
 )
 
-// On a socket a link has no reader goroutine of its own: a waiting call
-// reads the socket itself (it leads), hands the replies of other calls to
-// them, and when its own comes passes the reading to another waiting call.
-// A call alone on the link so reads its own reply, as a plain ping-pong
-// does, with no goroutine woken in between.
+// A link has no reader goroutine of its own: a waiting call reads the
+// socket or the junction's ring itself (it leads), hands the replies of
+// other calls to them, and when its own comes passes the reading to another
+// waiting call. A call alone on the link so reads its own reply, as a plain
+// ping-pong does, with no goroutine woken in between; on a junction the
+// leader spins on the ring the way the ring's reader does, and sleeps on
+// its eventfd after that.
 //
 // When nobody waits, the watcher (a goroutine the idle timer starts) reads
 // instead, so that GOAWAY and the peer's end are seen on an idle link too.
-// A read deadline in the past takes the role back from a holder that must
-// let go: the watcher when a call comes, a leader whose ctx ended. The frame
-// reader keeps a frame cut by the deadline, so the next holder resumes it.
+// An interrupt (a read deadline in the past on a socket, InterruptRead on a
+// junction) takes the role back from a holder that must let go: the watcher
+// when a call comes, a leader whose ctx ended. The frame reader keeps a
+// frame cut by it, so the next holder resumes it.
 
 // idleWatch is how long a link may go unread while no call waits before the
 // watcher reads it: how late GOAWAY or the peer's end is seen when idle.
 const idleWatch = 10 * time.Millisecond
-
-// past is a deadline that has passed.
-var past = time.Unix(1, 0)
 
 // await waits for cl's reply, leading when nobody reads.
 func (l *link) await(ctx context.Context, cl *call) (frame, error) {
@@ -151,9 +151,17 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 	}
 }
 
-// passLocked gives up the read role: to a waiting call, else to the
-// watcher while calls are still sending (their replies must be read even
-// if they take a while to wait), else to nobody, with the idle timer set.
+// busyWatch is how long a link with calls in flight may go unread while
+// none of them waits: they may still be writing, and their replies, unread,
+// could fill the connection until the cell stops reading those writes. It
+// bounds how long such a write stalls; most often a call that waits takes
+// the reading first, and no watcher starts, nor has to be woken to let go.
+const busyWatch = 200 * time.Microsecond
+
+// passLocked gives up the read role: to a waiting call, else to nobody,
+// with the idle timer set: within busyWatch while calls are in flight
+// (their replies must be read even if they take a while to wait), else
+// within idleWatch.
 func (l *link) passLocked() {
 	l.clearYieldLocked()
 	l.leader = nil
@@ -163,21 +171,32 @@ func (l *link) passLocked() {
 		cl.rep <- leadToken // empty: a waiting call has no reply yet
 		return
 	}
+	l.reading = false
 	if len(l.pending) > 0 {
-		go l.lead(context.Background(), nil)
+		l.watchSoonLocked()
 		return
 	}
-	l.reading = false
 	if !l.idleSet {
 		l.idleSet = true
 		l.idle.Reset(idleWatch)
 	}
 }
 
+// watchSoonLocked sets the idle timer to start the watcher within busyWatch,
+// unless a call takes the reading first. A timer set so already is left:
+// calls that keep coming must not keep putting it off.
+func (l *link) watchSoonLocked() {
+	if l.idleSet && l.soon {
+		return
+	}
+	l.idleSet, l.soon = true, true
+	l.idle.Reset(busyWatch)
+}
+
 // watchIdle is the idle timer's function: the watcher, when nobody reads.
 func (l *link) watchIdle() {
 	l.mu.Lock()
-	l.idleSet = false
+	l.idleSet, l.soon = false, false
 	if l.reading {
 		l.mu.Unlock()
 		return
@@ -191,14 +210,14 @@ func (l *link) watchIdle() {
 func (l *link) yieldLocked() {
 	if !l.yield {
 		l.yield = true
-		l.ch.nc.SetReadDeadline(past)
+		l.ch.interrupt(true)
 	}
 }
 
 func (l *link) clearYieldLocked() {
 	if l.yield {
 		l.yield = false
-		l.ch.nc.SetReadDeadline(time.Time{})
+		l.ch.interrupt(false)
 	}
 }
 
