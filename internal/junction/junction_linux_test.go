@@ -32,25 +32,32 @@ func socketpair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 	return conn(fds[0]), conn(fds[1])
 }
 
-func TestOfferAccept(t *testing.T) {
+// junctionPair sets up a junction of rings of size over a socketpair, the
+// way two cells do: one side offers, the other accepts. Both close at the
+// test's end.
+func junctionPair(t *testing.T, size int) (srv, cli *Junction) {
+	t.Helper()
 	a, b := socketpair(t)
-	o, err := NewOffer(DefaultRing)
+	o, err := NewOffer(size)
 	if err != nil {
 		t.Fatalf("memfd junction refused on this host: %v", err)
 	}
 	if err := o.Send(a); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Accept(b)
-	if err != nil {
+	if srv, err = Accept(b); err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
-	cli, err := o.Open()
-	if err != nil {
+	t.Cleanup(func() { srv.Close() })
+	if cli, err = o.Open(); err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
+	return srv, cli
+}
+
+func TestOfferAccept(t *testing.T) {
+	srv, cli := junctionPair(t, DefaultRing)
 	msg := bytes.Repeat([]byte("ping"), 1<<19) // 2 MiB: more than a ring
 	go cli.WriteBuffers([][]byte{msg})
 	got := make([]byte, 0, len(msg))
@@ -140,24 +147,7 @@ func TestAcceptRefusesBadOffers(t *testing.T) {
 // writer with no space, stop spinning and sleep on their eventfds (their
 // flags in the mapping say so), and the peer's next move wakes them.
 func TestIdleSidesSleep(t *testing.T) {
-	a, b := socketpair(t)
-	o, err := NewOffer(MinRing)
-	if err != nil {
-		t.Fatalf("memfd junction refused on this host: %v", err)
-	}
-	if err := o.Send(a); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Accept(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := o.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv, cli := junctionPair(t, MinRing)
 	asleep := func(flag *uint32) {
 		for atomic.LoadUint32(flag) == 0 {
 			time.Sleep(time.Millisecond)
@@ -196,24 +186,7 @@ func TestIdleSidesSleep(t *testing.T) {
 // InterruptRead takes a sleeping reader off its eventfd and fails later
 // reads without consuming the peer's bytes, until it is cleared.
 func TestInterruptRead(t *testing.T) {
-	a, b := socketpair(t)
-	o, err := NewOffer(MinRing)
-	if err != nil {
-		t.Fatalf("memfd junction refused on this host: %v", err)
-	}
-	if err := o.Send(a); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Accept(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := o.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv, cli := junctionPair(t, MinRing)
 
 	done := make(chan error)
 	go func() {
