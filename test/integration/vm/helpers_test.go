@@ -137,8 +137,9 @@ func journalEntries(t *testing.T, match string) []map[string]any {
 }
 
 // vmSlowdown is how many times slower this guest ran the lab's calibration
-// job than the host did ($CELL_VMLAB_SLOWDOWN, set by guest.sh), for the
-// figures a test must reach at the host's speed.
+// job than the host did, or than an idle host does when the host was busy
+// ($CELL_VMLAB_SLOWDOWN, set by guest.sh), for the figures a test must
+// reach at an idle host's speed.
 func vmSlowdown(t *testing.T) float64 {
 	t.Helper()
 	f, err := strconv.ParseFloat(os.Getenv("CELL_VMLAB_SLOWDOWN"), 64)
