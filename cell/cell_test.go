@@ -233,24 +233,14 @@ func TestPipelining(t *testing.T) {
 	slowStarted.Wait()
 
 	const n = 200
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			want := fmt.Sprintf("fast:%d", i)
-			got, err := c.Call(ctx, "fast", []byte(fmt.Sprint(i)))
-			if err != nil || string(got) != want {
-				errs <- fmt.Errorf("call %d = %q, %v; want %q", i, got, err, want)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	inParallel(t, n, func(i int) error {
+		want := fmt.Sprintf("fast:%d", i)
+		got, err := c.Call(ctx, "fast", []byte(fmt.Sprint(i)))
+		if err != nil || string(got) != want {
+			return fmt.Errorf("call %d = %q, %v; want %q", i, got, err, want)
+		}
+		return nil
+	})
 	select {
 	case err := <-slow:
 		t.Fatalf("slow call finished before release: %v", err)

@@ -204,27 +204,16 @@ func TestSynapseConcurrentLargeBodies(t *testing.T) {
 		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 1}), dialOpts(j)...)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		var wg sync.WaitGroup
-		errs := make(chan error, 4)
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 3 {
-					want := bytes.Repeat([]byte{byte(g*3 + i)}, 4<<20+g)
-					got, err := c.Call(ctx, "echo", want)
-					if err != nil || !bytes.Equal(got, want) {
-						errs <- fmt.Errorf("goroutine %d, call %d: %d bytes back, %v", g, i, len(got), err)
-						return
-					}
+		inParallel(t, 4, func(g int) error {
+			for i := range 3 {
+				want := bytes.Repeat([]byte{byte(g*3 + i)}, 4<<20+g)
+				got, err := c.Call(ctx, "echo", want)
+				if err != nil || !bytes.Equal(got, want) {
+					return fmt.Errorf("goroutine %d, call %d: %d bytes back, %v", g, i, len(got), err)
 				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+			}
+			return nil
+		})
 	})
 }
 
@@ -273,27 +262,16 @@ func TestSynapseStreams(t *testing.T) {
 func TestSynapseConcurrentCalls(t *testing.T) {
 	transports(t, func(t *testing.T, j bool) {
 		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 8}), dialOpts(j)...)
-		var wg sync.WaitGroup
-		errs := make(chan error, 64)
-		for g := range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 200 {
-					want := fmt.Sprintf("%d/%d/%s", g, i, bytes.Repeat([]byte{'x'}, (g*i)%5000))
-					got, err := c.Call(context.Background(), "echo", []byte(want))
-					if err != nil || string(got) != want {
-						errs <- fmt.Errorf("goroutine %d call %d: %d bytes, %v", g, i, len(got), err)
-						return
-					}
+		inParallel(t, 64, func(g int) error {
+			for i := range 200 {
+				want := fmt.Sprintf("%d/%d/%s", g, i, bytes.Repeat([]byte{'x'}, (g*i)%5000))
+				got, err := c.Call(context.Background(), "echo", []byte(want))
+				if err != nil || string(got) != want {
+					return fmt.Errorf("goroutine %d call %d: %d bytes, %v", g, i, len(got), err)
 				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+			}
+			return nil
+		})
 	})
 }
 
@@ -642,5 +620,26 @@ func TestSynapseJunctionIdleSleeps(t *testing.T) {
 		for !jr.j.ReadAsleep() {
 			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// inParallel runs f(0) to f(n-1) at once and reports each error they return.
+func inParallel(t *testing.T, n int, f func(g int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(g); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
