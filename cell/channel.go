@@ -22,11 +22,15 @@ const maxSpareEnc = 256 << 10
 // combines every frame pending on the connection into one write.
 //
 // Writes: the first sender to find no write in progress becomes the flusher
-// and writes the whole queue with one writev (net.Buffers), again and again
-// until it is empty; senders that arrive meanwhile only queue. Nobody hands
-// frames to a writer goroutine. A reader with more frames buffered may hold
-// its small frames back (hold) and write them all at once (flush) before
-// it reads again.
+// and writes the queue with one writev (net.Buffers), again and again until
+// it is empty; senders that arrive meanwhile only queue. Nobody hands
+// frames to a writer goroutine. A large body (over copyLimit) is written
+// from its sender's slice, and its sender waits for that write; so that a
+// flusher is not held up writing the large bodies of others, which would
+// keep it from reading its own reply while they crawl out, it stops before
+// another sender's large frame once its own is written, and that sender
+// takes over. A reader with more frames buffered may hold its small frames
+// back (hold) and write them all at once (flush) before it reads again.
 type channel struct {
 	nc     net.Conn
 	r      io.Reader    // nc, or a junction's inbound ring
@@ -53,10 +57,20 @@ type channel struct {
 	enc      []byte
 	spareEnc []byte
 	run      int
+	// large marks the queued frames with large bodies, in queue order:
+	// where each one's entries start in the queue, and its number.
+	large    []largeFrame
 	queued   uint64 // frames queued so far
 	written  uint64 // frames whose write has finished
 	flushing bool
 	werr     error
+}
+
+// largeFrame is a queued frame with a large body: its header is the queue
+// entry at, its body the entry after.
+type largeFrame struct {
+	at  int
+	seq uint64
 }
 
 func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
@@ -109,7 +123,7 @@ func (ch *channel) flush(ctx context.Context) error {
 		ch.wmu.Unlock()
 		return err
 	}
-	return ch.flushLocked(ctx)
+	return ch.flushLocked(ctx, ch.queued)
 }
 
 func (ch *channel) put(ctx context.Context, h header, name string, body []byte, later bool) error {
@@ -136,51 +150,87 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	if small {
 		copy(ch.enc[at+headerLen+len(name):], body)
 	}
-	if ch.run < 0 {
+	if ch.run < 0 || !small {
+		// A large frame's header opens an entry of its own, so that a
+		// flusher can stop just before it.
 		ch.run = at
 		ch.queue = append(ch.queue, nil)
 	}
 	ch.queue[len(ch.queue)-1] = ch.enc[ch.run:]
+	ch.queued++
+	mine := ch.queued
 	if !small {
+		ch.large = append(ch.large, largeFrame{at: len(ch.queue) - 1, seq: mine})
 		ch.queue = append(ch.queue, body)
 		ch.run = -1
 	}
-	ch.queued++
-	mine := ch.queued
-	if ch.flushing || later {
-		if small {
-			ch.wmu.Unlock()
-			return nil
-		}
-		// The body is the caller's: it may not return before it is written.
-		stop := afterFunc(ctx, ch.abort)
-		for ch.written < mine && ch.werr == nil {
-			ch.wcond.Wait()
-		}
-		err := ch.werr
-		ch.wmu.Unlock()
-		stop()
-		return err
+	if !ch.flushing && !later {
+		return ch.flushLocked(ctx, mine)
 	}
-	return ch.flushLocked(ctx)
+	if small {
+		ch.wmu.Unlock()
+		return nil
+	}
+	// The body is the caller's: it may not return before it is written.
+	stop := afterFunc(ctx, ch.abort)
+	for ch.written < mine && ch.werr == nil {
+		if !ch.flushing && len(ch.queue) > 0 {
+			// The flusher stopped before this frame, or one ahead of it.
+			stop()
+			return ch.flushLocked(ctx, mine)
+		}
+		ch.wcond.Wait()
+	}
+	err := ch.werr
+	ch.wmu.Unlock()
+	stop()
+	return err
 }
 
-// flushLocked makes the caller the flusher until the queue is empty; it
-// unlocks wmu.
-func (ch *channel) flushLocked(ctx context.Context) error {
+// flushLocked makes the caller the flusher until the queue is empty, or
+// until only frames after frame mine are left and the next is another
+// sender's large one; it unlocks wmu.
+func (ch *channel) flushLocked(ctx context.Context, mine uint64) error {
 	ch.flushing = true
 	stop := afterFunc(ctx, ch.abort)
 	for len(ch.queue) > 0 && ch.werr == nil {
-		bufs, upto, enc := ch.queue, ch.queued, ch.enc
-		ch.queue, ch.enc, ch.run = ch.spare[:0], ch.spareEnc[:0], -1
+		n, upto := len(ch.queue), ch.queued
+		for _, lf := range ch.large {
+			if lf.seq > mine {
+				n, upto = lf.at, lf.seq-1
+				break
+			}
+		}
+		if n == 0 {
+			break // that frame's sender writes it
+		}
+		bufs, enc, whole := ch.queue[:n], ch.enc, n == len(ch.queue)
+		if whole {
+			ch.queue, ch.enc, ch.run = ch.spare[:0], ch.spareEnc[:0], -1
+			ch.large = ch.large[:0]
+		} else {
+			// The rest stays queued, and may still point into enc.
+			ch.queue = append(ch.spare[:0], ch.queue[n:]...)
+			k := 0
+			for _, lf := range ch.large {
+				if lf.at >= n {
+					ch.large[k] = largeFrame{at: lf.at - n, seq: lf.seq}
+					k++
+				}
+			}
+			ch.large = ch.large[:k]
+		}
+		ch.spare = nil
 		ch.wmu.Unlock()
 		err := ch.out(bufs)
 		ch.wmu.Lock()
 		clear(bufs[:cap(bufs)])
 		ch.spare = bufs[:0]
-		ch.spareEnc = nil
-		if cap(enc) <= maxSpareEnc {
-			ch.spareEnc = enc[:0]
+		if whole {
+			ch.spareEnc = nil
+			if cap(enc) <= maxSpareEnc {
+				ch.spareEnc = enc[:0]
+			}
 		}
 		ch.written = upto
 		if err != nil {

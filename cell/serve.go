@@ -170,6 +170,8 @@ func ServeListener(ctx context.Context, ln net.Listener, h Handler, opts ServeOp
 func serveOn(ctx context.Context, ln net.Listener, h Handler, opts ServeOptions, gone <-chan struct{}) error {
 	log := opts.Logger
 	srv := newServer(h, opts)
+	go srv.watch.run()
+	defer srv.watch.close()
 	acceptErr := make(chan error, 1)
 	go func() { acceptErr <- srv.acceptLoop(ln) }()
 
@@ -214,6 +216,7 @@ type server struct {
 	slots   chan struct{}  // one token per running handler
 
 	hardStop chan struct{} // closed when the grace period is over
+	watch    *handoffWatch
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*serverConn]struct{}
@@ -225,9 +228,11 @@ type server struct {
 
 func newServer(h Handler, opts ServeOptions) *server {
 	hctx, cancel := context.WithCancel(context.Background())
-	return &server{h: h, opts: opts, log: opts.Logger, hctx: hctx, hcancel: cancel,
+	srv := &server{h: h, opts: opts, log: opts.Logger, hctx: hctx, hcancel: cancel,
 		slots: make(chan struct{}, opts.MaxConcurrent), hardStop: make(chan struct{}),
 		conns: map[*serverConn]struct{}{}, idleSince: time.Now(), allGone: make(chan struct{})}
+	srv.watch = newHandoffWatch(srv)
+	return srv
 }
 
 func (srv *server) enter() {
@@ -372,9 +377,7 @@ type serverConn struct {
 	// The hand-off of the reading (read, watchHandler).
 	turn    atomic.Uint64 // the reader's turn and the handling bit
 	handled atomic.Uint64 // handlers started in line
-	armed   atomic.Bool   // the timer is set
-	seen    atomic.Uint64 // handled at the timer's last look
-	handoff *time.Timer
+	seen    uint64        // handled at the watch's last look; the watch's own
 }
 
 // goAway sends GOAWAY once the handshake is done; a connection still in its
@@ -403,8 +406,6 @@ func (sc *serverConn) serve() {
 		sc.finish()
 		return
 	}
-	sc.handoff = time.AfterFunc(time.Hour, sc.watchHandler)
-	sc.handoff.Stop()
 	sc.mu.Lock()
 	sc.ch = ch
 	sc.ready = true
@@ -453,11 +454,11 @@ const handling = 1
 // read is the connection's reader. It runs each request's handler itself
 // and keeps reading afterwards, so that a reply needs no goroutine to be
 // scheduled first, and the replies to frames that arrived together go out
-// in one write. A handler that runs past handoffAfter makes the hand-off
-// timer start another reader (MaxConcurrent 1 runs every handler in line,
-// in order, with no hand-off).
+// in one write. A handler that runs past handoffAfter makes the server's
+// hand-off watch start another reader (MaxConcurrent 1 runs every handler
+// in line, in order, with no hand-off).
 //
-// turn is this reader's; it is the reader until the timer moves the turn on.
+// turn is this reader's; it is the reader until the watch moves the turn on.
 func (sc *serverConn) read(turn uint64) {
 	ch := sc.ch
 	inline := sc.srv.opts.MaxConcurrent == 1
@@ -527,9 +528,7 @@ func (sc *serverConn) read(turn uint64) {
 		}
 		sc.handled.Add(1)
 		sc.turn.Store(turn<<1 | handling)
-		if sc.armed.CompareAndSwap(false, true) {
-			sc.handoff.Reset(handoffAfter)
-		}
+		sc.srv.watch.busy()
 		if !sc.run(f, nil, true) {
 			return
 		}
@@ -545,24 +544,22 @@ func (sc *serverConn) read(turn uint64) {
 	}
 }
 
-// watchHandler is the hand-off timer's function: it starts a reader when
-// the same handler has been running in line for a whole period, and keeps
-// the timer going while the connection is busy.
-func (sc *serverConn) watchHandler() {
-	sc.armed.Store(false)
-	t := sc.turn.Load()
-	if t&handling == 0 {
-		return
-	}
-	if n := sc.handled.Load(); sc.seen.Swap(n) != n {
-		if sc.armed.CompareAndSwap(false, true) {
-			sc.handoff.Reset(handoffAfter)
+// checkHandler is the watch's look at the connection, once a period: it
+// starts a reader when the same handler has been running in line since the
+// last look. It reports whether the connection handled anything in line
+// since then, or still does.
+func (sc *serverConn) checkHandler(handOff bool) bool {
+	n, t := sc.handled.Load(), sc.turn.Load()
+	if n != sc.seen {
+		if handOff {
+			sc.seen = n
 		}
-		return
+		return true
 	}
-	if next := t>>1 + 1; sc.turn.CompareAndSwap(t, next<<1) {
-		sc.read(next)
+	if next := t>>1 + 1; handOff && t&handling != 0 && sc.turn.CompareAndSwap(t, next<<1) {
+		go sc.read(next)
 	}
+	return t&handling != 0
 }
 
 // passReading starts another reader now when a handler runs in line (not
@@ -576,7 +573,6 @@ func (sc *serverConn) passReading() {
 
 // end closes the connection and finishes it; the reader that stops calls it.
 func (sc *serverConn) end() {
-	sc.handoff.Stop()
 	sc.ch.close()
 	sc.finish()
 }
