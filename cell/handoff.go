@@ -50,34 +50,30 @@ func (w *handoffWatch) busy() {
 func (w *handoffWatch) run() {
 	defer close(w.done)
 	period := unix.NsecToTimespec(int64(handoffAfter))
-	quiet := quietLooks
 	for {
-		if quiet >= quietLooks {
-			w.parked.Store(true)
-			// A handler that started before the flag was set may have seen
-			// it clear: look once more, without handing anything on.
-			if w.look(false) && w.parked.CompareAndSwap(true, false) {
-				quiet = 0
-				continue
-			}
+		// Parked: a handler that started before the flag was set may have
+		// seen it clear, so look once more, handing nothing on, first.
+		if !w.look(false) || !w.parked.CompareAndSwap(true, false) {
 			select {
 			case <-w.wake:
 			case <-w.stop:
 				return
 			}
-			quiet = 0
 		}
-		unix.Nanosleep(&period, nil)
-		select {
-		case <-w.stop:
-			return
-		default:
+		for quiet := 0; quiet < quietLooks; {
+			unix.Nanosleep(&period, nil)
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if w.look(true) {
+				quiet = 0
+			} else {
+				quiet++
+			}
 		}
-		if w.look(true) {
-			quiet = 0
-		} else {
-			quiet++
-		}
+		w.parked.Store(true)
 	}
 }
 

@@ -623,6 +623,24 @@ func TestSynapseJunctionIdleSleeps(t *testing.T) {
 	}
 }
 
+// An idle server's hand-off watch stops looking (it costs no CPU), and a
+// handler that starts in line wakes it: a slow handler is then still handed
+// off, which TestPipelining shows on a watch parked since the start.
+func TestHandoffWatchParks(t *testing.T) {
+	srv := newServer(&synapseHandler{}, ServeOptions{}.withDefaults())
+	go srv.watch.run()
+	defer srv.watch.close()
+	for i := range 3 {
+		srv.watch.busy()
+		if srv.watch.parked.Load() {
+			t.Fatalf("round %d: the watch stayed parked after a handler began", i)
+		}
+		for !srv.watch.parked.Load() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
 // inParallel runs f(0) to f(n-1) at once and reports each error they return.
 func inParallel(t *testing.T, n int, f func(g int) error) {
 	t.Helper()
