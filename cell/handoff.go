@@ -19,6 +19,7 @@ import (
 // next handler to start wakes it.
 type handoffWatch struct {
 	srv    *server
+	conns  []*serverConn // the look's own, reused
 	parked atomic.Bool
 	wake   chan struct{} // one token: the watch is to look again
 	stop   chan struct{}
@@ -81,13 +82,19 @@ func (w *handoffWatch) run() {
 // them handled something in line since the last look.
 func (w *handoffWatch) look(handOff bool) bool {
 	w.srv.mu.Lock()
-	defer w.srv.mu.Unlock()
-	active := false
+	w.conns = w.conns[:0]
 	for sc := range w.srv.conns {
+		w.conns = append(w.conns, sc)
+	}
+	w.srv.mu.Unlock()
+	// Unlocked: a hand-off takes the server's lock to track the handler.
+	active := false
+	for _, sc := range w.conns {
 		if sc.checkHandler(handOff) {
 			active = true
 		}
 	}
+	clear(w.conns)
 	return active
 }
 

@@ -212,7 +212,7 @@ type server struct {
 
 	hctx    context.Context // handlers' ctx; cancelled when the drain's grace ends
 	hcancel context.CancelFunc
-	work    sync.WaitGroup // running handlers
+	work    sync.WaitGroup // tracked handlers
 	slots   chan struct{}  // one token per running handler
 
 	hardStop chan struct{} // closed when the grace period is over
@@ -221,7 +221,7 @@ type server struct {
 	mu        sync.Mutex // guards the fields below
 	conns     map[*serverConn]struct{}
 	draining  bool
-	busy      int           // open connections plus running requests
+	busy      int           // open connections plus tracked handlers
 	idleSince time.Time     // when busy last fell to 0
 	allGone   chan struct{} // closed (once draining) when conns is empty
 }
@@ -235,10 +235,20 @@ func newServer(h Handler, opts ServeOptions) *server {
 	return srv
 }
 
-func (srv *server) enter() {
+// track counts a handler that runs apart from its connection's reader (a
+// stream's, or one the reading was handed away from) until untrack: the
+// drain waits for it and the server is not idle meanwhile. A handler run
+// by the reader needs neither: the connection is open while it runs.
+func (srv *server) track() {
+	srv.work.Add(1)
 	srv.mu.Lock()
 	srv.busy++
 	srv.mu.Unlock()
+}
+
+func (srv *server) untrack() {
+	srv.leave()
+	srv.work.Done()
 }
 
 func (srv *server) leave() {
@@ -509,7 +519,12 @@ func (sc *serverConn) read(turn uint64) {
 				sc.end() // the grace period is over; shutdown closes the connection
 				return
 			}
-			go sc.run(f, st, false)
+			sc.srv.track()
+			go func() {
+				sc.run(f, st, false)
+				sc.release()
+				sc.srv.untrack()
+			}()
 			continue
 		case f.kind == kindRequest || f.kind == kindNotify:
 		default:
@@ -524,17 +539,21 @@ func (sc *serverConn) read(turn uint64) {
 		}
 		if inline {
 			sc.run(f, nil, true)
-			continue
+			sc.release()
+			continue // a failed reply fails the next flush or read: end
 		}
 		sc.handled.Add(1)
 		sc.turn.Store(turn<<1 | handling)
 		sc.srv.watch.busy()
-		if !sc.run(f, nil, true) {
-			return
-		}
+		ok := sc.run(f, nil, true)
+		sc.release()
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
 			// for a frame already: the reply held above must go now.
+			sc.srv.untrack() // tracked by handOff
+			if !ok {
+				return
+			}
 			if err := ch.flush(noAbort); err != nil {
 				sc.srv.log.Debug("write reply", "err", err)
 				ch.close()
@@ -556,8 +575,8 @@ func (sc *serverConn) checkHandler(handOff bool) bool {
 		}
 		return true
 	}
-	if next := t>>1 + 1; handOff && t&handling != 0 && sc.turn.CompareAndSwap(t, next<<1) {
-		go sc.read(next)
+	if handOff && t&handling != 0 {
+		sc.handOff(t)
 	}
 	return t&handling != 0
 }
@@ -565,10 +584,23 @@ func (sc *serverConn) checkHandler(handOff bool) bool {
 // passReading starts another reader now when a handler runs in line (not
 // with MaxConcurrent 1, which never hands off).
 func (sc *serverConn) passReading() {
-	t := sc.turn.Load()
-	if next := t>>1 + 1; t&handling != 0 && sc.turn.CompareAndSwap(t, next<<1) {
-		go sc.read(next)
+	if t := sc.turn.Load(); t&handling != 0 {
+		sc.handOff(t)
 	}
+}
+
+// handOff moves the turn on from t, when it still is t, to a new reader.
+// The handler left running in line is no longer covered by its
+// connection's reader, so it is tracked from here until it returns (read
+// untracks it); the tracking starts before the turn moves, so that it
+// cannot end first.
+func (sc *serverConn) handOff(t uint64) {
+	sc.srv.track()
+	if next := t>>1 + 1; sc.turn.CompareAndSwap(t, next<<1) {
+		go sc.read(next)
+		return
+	}
+	sc.srv.untrack()
 }
 
 // end closes the connection and finishes it; the reader that stops calls it.
@@ -578,27 +610,27 @@ func (sc *serverConn) end() {
 }
 
 // acquire takes a handler slot, waiting for one; false once the grace
-// period is over.
+// period is over. release gives it back.
 func (sc *serverConn) acquire() bool {
 	select {
 	case sc.srv.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case sc.srv.slots <- struct{}{}:
+		return true
 	case <-sc.srv.hardStop:
 		return false
 	}
-	sc.srv.enter()
-	sc.srv.work.Add(1)
-	return true
 }
 
-// run handles one request (st is its stream, or nil) and replies, then
-// gives its slot back. With hold the reply waits in the queue for the
-// reader's next flush. False means the connection failed.
+func (sc *serverConn) release() { <-sc.srv.slots }
+
+// run handles one request (st is its stream, or nil) and replies. With
+// hold the reply waits in the queue for the reader's next flush. False
+// means the connection failed.
 func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
-	defer func() {
-		<-sc.srv.slots
-		sc.srv.work.Done()
-		sc.srv.leave()
-	}()
 	var body []byte
 	var err error
 	switch {
