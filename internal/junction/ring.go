@@ -62,6 +62,13 @@ type ring struct {
 	closed *atomic.Bool
 	// interrupt, for a consumer, makes reads fail with ErrInterrupted.
 	interrupt atomic.Bool
+	// asleep, for a consumer, is set while it waits on dataEv: our own
+	// record, which the peer cannot forge as it can the flag in the mapping.
+	asleep atomic.Bool
+
+	// Padding: the other direction's ring, written by another goroutine,
+	// may be the next object on the heap.
+	_ [64]byte
 }
 
 func newRing(ctl, data []byte, dataEv, spaceEv event, closed *atomic.Bool) (*ring, error) {
@@ -114,8 +121,12 @@ func (r *ring) waitData() (uint64, error) {
 		// signals the event after setting it, so one set later wakes us).
 		atomic.StoreUint32(r.flag(offSleeping), 1)
 		avail, err := r.available()
-		if err == nil && avail == 0 && !r.interrupt.Load() && r.dataEv.wait() != nil {
-			err = ErrClosed
+		if err == nil && avail == 0 && !r.interrupt.Load() {
+			r.asleep.Store(true)
+			if r.dataEv.wait() != nil {
+				err = ErrClosed
+			}
+			r.asleep.Store(false)
 		}
 		atomic.StoreUint32(r.flag(offSleeping), 0)
 		if err != nil || avail > 0 {
@@ -282,7 +293,17 @@ type Junction struct {
 	in, out *ring
 	closed  atomic.Bool
 
-	mu      sync.RWMutex // readers and writers hold it shared; Close takes it to unmap
+	// One guard per direction: a Read holds rd and a Write holds wr while
+	// they use the mapping, and Close takes both before it unmaps. Apart,
+	// and each on its own cache lines, so that the reading and the writing
+	// goroutine of a process write no line in common: a single lock's
+	// reader count bounced between their cores at every call.
+	_  [128]byte
+	rd sync.Mutex
+	_  [128]byte
+	wr sync.Mutex
+	_  [128]byte
+
 	release func() error // unmaps and closes the files
 	wake    func()       // wakes our own sleepers so that they see closed
 	once    sync.Once
@@ -315,8 +336,8 @@ func newJunction(mem []byte, ringSize int, dialer bool, evs [4]event, release fu
 
 // Read reads the peer's bytes, waiting for at least one.
 func (j *Junction) Read(p []byte) (int, error) {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
+	j.rd.Lock()
+	defer j.rd.Unlock()
 	if j.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -328,31 +349,25 @@ func (j *Junction) Read(p []byte) (int, error) {
 // with on cleared: what a read deadline in the past is to a socket.
 func (j *Junction) InterruptRead(on bool) {
 	j.in.interrupt.Store(on)
-	if !on {
-		return
-	}
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	if !j.closed.Load() {
+	if on && !j.closed.Load() {
 		// Whether the reader sleeps is the flag in shared memory, which the
 		// peer may clear: signal regardless, a spare wake-up costs a look.
+		// No guard: this touches the eventfd, not the mapping, and an
+		// eventfd closed meanwhile only fails the write.
 		j.in.dataEv.signal()
 	}
 }
 
-// ReadAsleep reports whether a Read sleeps on its eventfd (as the flag in
-// the mapping says, which the peer could forge): how a test sees that an
-// idle reader costs no CPU.
+// ReadAsleep reports whether a Read sleeps on its eventfd: how a test sees
+// that an idle reader costs no CPU.
 func (j *Junction) ReadAsleep() bool {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	return !j.closed.Load() && atomic.LoadUint32(j.in.flag(offSleeping)) != 0
+	return !j.closed.Load() && j.in.asleep.Load()
 }
 
 // WriteBuffers writes all of bufs, in order.
 func (j *Junction) WriteBuffers(bufs [][]byte) error {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
+	j.wr.Lock()
+	defer j.wr.Unlock()
 	if j.closed.Load() {
 		return ErrClosed
 	}
@@ -366,9 +381,11 @@ func (j *Junction) Close() error {
 	j.once.Do(func() {
 		j.closed.Store(true)
 		j.wake()
-		j.mu.Lock()
+		j.rd.Lock()
+		j.wr.Lock()
 		err = j.release()
-		j.mu.Unlock()
+		j.wr.Unlock()
+		j.rd.Unlock()
 	})
 	return err
 }
