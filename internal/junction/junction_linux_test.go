@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func socketpair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+func socketpair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -35,7 +35,7 @@ func socketpair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 // junctionPair sets up a junction of rings of size over a socketpair, the
 // way two cells do: one side offers, the other accepts. Both close at the
 // test's end.
-func junctionPair(t *testing.T, size int) (srv, cli *Junction) {
+func junctionPair(t testing.TB, size int) (srv, cli *Junction) {
 	t.Helper()
 	a, b := socketpair(t)
 	o, err := NewOffer(size)

@@ -36,6 +36,24 @@ const (
 // an idle junction costs no CPU.
 const spinFor = 50 * time.Microsecond
 
+// A consumer that has emptied the ring and has not written to the peer
+// since its last read lets quiet rounds of local checks (about a
+// nanosecond each) pass before it loads the producer's index again. Each
+// load of tail takes its cache line from the producer, whose next fenced
+// store of tail must then fetch it back and wait: a consumer looking at
+// every publication of a stream of 64-byte messages held the producer to
+// half its rate. quiet doubles while the first look after it finds data
+// (a stream: each look then takes a batch) and halves while it finds none
+// (sparse messages, each then late by at most quietMin rounds). A consumer
+// that wrote since it last read may be awaiting the reply, which comes
+// within a round trip: it looks at once, as a round trip would lengthen
+// by any quiet longer than the peer's turn, and data found within it would
+// make quiet grow.
+const (
+	quietMin = 32
+	quietMax = 1024
+)
+
 // event is one direction of wake-ups: an eventfd on Linux.
 type event interface {
 	wait() error // block until signalled (or closed)
@@ -55,6 +73,9 @@ type ring struct {
 	// the stale value leaves us without data (or space): a stale tail
 	// under-counts the data, a stale head the space, both safely.
 	peer uint64
+	// quiet, for a consumer: the rounds it lets pass before loading tail
+	// again when it only reads, between quietMin and quietMax.
+	quiet int
 
 	dataEv  event // the consumer sleeps here
 	spaceEv event // the producer sleeps here
@@ -62,6 +83,13 @@ type ring struct {
 	closed *atomic.Bool
 	// interrupt, for a consumer, makes reads fail with ErrInterrupted.
 	interrupt atomic.Bool
+	// asleep, for a consumer, is set while it waits on dataEv: our own
+	// record, which the peer cannot forge as it can the flag in the mapping.
+	asleep atomic.Bool
+
+	// Padding: the other direction's ring, written by another goroutine,
+	// may be the next object on the heap.
+	_ [64]byte
 }
 
 func newRing(ctl, data []byte, dataEv, spaceEv event, closed *atomic.Bool) (*ring, error) {
@@ -69,18 +97,19 @@ func newRing(ctl, data []byte, dataEv, spaceEv event, closed *atomic.Bool) (*rin
 	if len(ctl) < ctlLen || n == 0 || n&(n-1) != 0 {
 		return nil, fmt.Errorf("junction: bad ring layout: control %d, data %d", len(ctl), n)
 	}
-	return &ring{ctl: ctl, data: data, mask: n - 1, dataEv: dataEv, spaceEv: spaceEv, closed: closed}, nil
+	return &ring{ctl: ctl, data: data, mask: n - 1, quiet: quietMin, dataEv: dataEv, spaceEv: spaceEv, closed: closed}, nil
 }
 
 func (r *ring) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&r.ctl[off])) }
 func (r *ring) flag(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.ctl[off])) }
 
-// read copies up to len(p) bytes out of the ring, waiting for at least one.
-func (r *ring) read(p []byte) (int, error) {
+// read copies up to len(p) bytes out of the ring, waiting for at least one;
+// wrote says whether this side wrote to the peer since its last read.
+func (r *ring) read(p []byte, wrote bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	avail, err := r.waitData()
+	avail, err := r.waitData(wrote)
 	if err != nil {
 		return 0, err
 	}
@@ -92,8 +121,20 @@ func (r *ring) read(p []byte) (int, error) {
 	return n, nil
 }
 
-// waitData waits until the ring holds data and says how much.
-func (r *ring) waitData() (uint64, error) {
+// waitData waits until the ring holds data and says how much; a consumer
+// that has not written since it last read waits quietly first.
+func (r *ring) waitData(wrote bool) (uint64, error) {
+	if avail := r.peer - r.pos; avail > 0 {
+		return avail, nil
+	}
+	first := !wrote
+	if first {
+		for range r.quiet {
+			if r.closed.Load() || r.interrupt.Load() {
+				break // the loop below says which
+			}
+		}
+	}
 	var deadline time.Time
 	for spins := 0; ; spins++ {
 		if r.closed.Load() {
@@ -102,7 +143,16 @@ func (r *ring) waitData() (uint64, error) {
 		if r.interrupt.Load() {
 			return 0, ErrInterrupted
 		}
-		if avail, err := r.available(); err != nil || avail > 0 {
+		avail, err := r.available()
+		if first {
+			first = false
+			if avail > 0 {
+				r.quiet = min(2*r.quiet, quietMax)
+			} else {
+				r.quiet = max(r.quiet/2, quietMin)
+			}
+		}
+		if err != nil || avail > 0 {
 			return avail, err
 		}
 		if r.spin(spins, &deadline) {
@@ -113,9 +163,13 @@ func (r *ring) waitData() (uint64, error) {
 		// interrupt set before it by the look at interrupt (InterruptRead
 		// signals the event after setting it, so one set later wakes us).
 		atomic.StoreUint32(r.flag(offSleeping), 1)
-		avail, err := r.available()
-		if err == nil && avail == 0 && !r.interrupt.Load() && r.dataEv.wait() != nil {
-			err = ErrClosed
+		avail, err = r.available()
+		if err == nil && avail == 0 && !r.interrupt.Load() {
+			r.asleep.Store(true)
+			if r.dataEv.wait() != nil {
+				err = ErrClosed
+			}
+			r.asleep.Store(false)
 		}
 		atomic.StoreUint32(r.flag(offSleeping), 0)
 		if err != nil || avail > 0 {
@@ -281,8 +335,21 @@ const (
 type Junction struct {
 	in, out *ring
 	closed  atomic.Bool
+	// sawTail is our outbound ring's tail as Read last saw it (guarded by
+	// rd): whether we wrote since then.
+	sawTail uint64
 
-	mu      sync.RWMutex // readers and writers hold it shared; Close takes it to unmap
+	// One guard per direction: a Read holds rd and a Write holds wr while
+	// they use the mapping, and Close takes both before it unmaps. Apart,
+	// and each on its own cache lines, so that the reading and the writing
+	// goroutine of a process write no line in common: a single lock's
+	// reader count bounced between their cores at every call.
+	_  [128]byte
+	rd sync.Mutex
+	_  [128]byte
+	wr sync.Mutex
+	_  [128]byte
+
 	release func() error // unmaps and closes the files
 	wake    func()       // wakes our own sleepers so that they see closed
 	once    sync.Once
@@ -315,12 +382,17 @@ func newJunction(mem []byte, ringSize int, dialer bool, evs [4]event, release fu
 
 // Read reads the peer's bytes, waiting for at least one.
 func (j *Junction) Read(p []byte) (int, error) {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
+	j.rd.Lock()
+	defer j.rd.Unlock()
 	if j.closed.Load() {
 		return 0, ErrClosed
 	}
-	return j.in.read(p)
+	// Our own tail read back from the mapping, as a hint only: a peer that
+	// scribbles on it changes how soon we look for its bytes, nothing else.
+	tail := atomic.LoadUint64(j.out.word(offTail))
+	wrote := tail != j.sawTail
+	j.sawTail = tail
+	return j.in.read(p, wrote)
 }
 
 // InterruptRead with on set makes a Read in progress, and every later one,
@@ -328,31 +400,25 @@ func (j *Junction) Read(p []byte) (int, error) {
 // with on cleared: what a read deadline in the past is to a socket.
 func (j *Junction) InterruptRead(on bool) {
 	j.in.interrupt.Store(on)
-	if !on {
-		return
-	}
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	if !j.closed.Load() {
+	if on && !j.closed.Load() {
 		// Whether the reader sleeps is the flag in shared memory, which the
 		// peer may clear: signal regardless, a spare wake-up costs a look.
+		// No guard: this touches the eventfd, not the mapping, and an
+		// eventfd closed meanwhile only fails the write.
 		j.in.dataEv.signal()
 	}
 }
 
-// ReadAsleep reports whether a Read sleeps on its eventfd (as the flag in
-// the mapping says, which the peer could forge): how a test sees that an
-// idle reader costs no CPU.
+// ReadAsleep reports whether a Read sleeps on its eventfd: how a test sees
+// that an idle reader costs no CPU.
 func (j *Junction) ReadAsleep() bool {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	return !j.closed.Load() && atomic.LoadUint32(j.in.flag(offSleeping)) != 0
+	return !j.closed.Load() && j.in.asleep.Load()
 }
 
 // WriteBuffers writes all of bufs, in order.
 func (j *Junction) WriteBuffers(bufs [][]byte) error {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
+	j.wr.Lock()
+	defer j.wr.Unlock()
 	if j.closed.Load() {
 		return ErrClosed
 	}
@@ -366,9 +432,11 @@ func (j *Junction) Close() error {
 	j.once.Do(func() {
 		j.closed.Store(true)
 		j.wake()
-		j.mu.Lock()
+		j.rd.Lock()
+		j.wr.Lock()
 		err = j.release()
-		j.mu.Unlock()
+		j.wr.Unlock()
+		j.rd.Unlock()
 	})
 	return err
 }

@@ -123,7 +123,7 @@ func FuzzRingRead(f *testing.F) {
 		binary.LittleEndian.PutUint64(mem[offTail:], tail)
 		if interrupted {
 			r.interrupt.Store(true)
-			if _, err := r.read(make([]byte, 64)); !errors.Is(err, ErrInterrupted) || r.pos != ourPos || binary.LittleEndian.Uint64(mem[offHead:]) != 0 {
+			if _, err := r.read(make([]byte, 64), false); !errors.Is(err, ErrInterrupted) || r.pos != ourPos || binary.LittleEndian.Uint64(mem[offHead:]) != 0 {
 				t.Fatalf("interrupted read: %v, position %d from %d", err, r.pos, ourPos)
 			}
 			return
@@ -132,7 +132,7 @@ func FuzzRingRead(f *testing.F) {
 			return // empty: a read would sleep, as it must
 		}
 		buf := make([]byte, 64)
-		n, err := r.read(buf)
+		n, err := r.read(buf, false)
 		switch {
 		case err != nil:
 			if !errors.Is(err, ErrCorrupt) {
