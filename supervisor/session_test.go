@@ -51,13 +51,16 @@ func startInProcess(t *testing.T, allowlistText string, vet func(context.Context
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	s, err := New(Config{
-		Base:         t.TempDir(),
+	w := Wiring{
 		Allowlist:    al,
 		Launchers:    map[cellspec.Backend]Launcher{cellspec.Process: Adapt(process.NewLauncher())},
 		Capabilities: map[cellspec.Backend]policy.Capability{cellspec.Process: {Available: true}},
-		Audit:        rec,
 		Vet:          vet,
+	}
+	s, err := New(Config{
+		Base:         t.TempDir(),
+		Wire:         func(context.Context) Wiring { return w },
+		Audit:        rec,
 		ReadyTimeout: 2 * time.Second,
 	})
 	if err != nil {
