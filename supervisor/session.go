@@ -271,6 +271,9 @@ func (s *Session) teardown(reason string) {
 		}()
 	}
 	stops.Wait()
+	// Wire may still be loading: what it opens is ended below, and the
+	// spawns that were waiting for it answer shutting_down meanwhile.
+	<-s.wired
 	// A stop in flight has answered now; nothing else may hold a connection.
 	for _, c := range conns {
 		c.Close()
@@ -293,11 +296,9 @@ func (s *Session) awaitWiring() (*Wiring, bool) {
 	}
 }
 
-// endBackends lets every backend release what it holds for the session. A
-// Wire still running is waited for: the backends it opens may hold
-// resources for the session too.
+// endBackends lets every backend release what it holds for the session;
+// call it once Wire has returned.
 func (s *Session) endBackends() {
-	<-s.wired
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.StopGrace)
 	defer cancel()
 	for name, b := range s.wiring.Launchers {
