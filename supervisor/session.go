@@ -194,9 +194,6 @@ func (s *Session) Dir() string { return s.dir }
 // cancelled (a signal), then tears everything down and returns. The owner
 // connection belongs to Serve from here on.
 func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
-	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionStart, Session: s.id, Allow: true, Reason: "root started"})
-	s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
-
 	ownerGone := make(chan struct{})
 	s.wg.Add(4)
 	go func() {
@@ -206,6 +203,10 @@ func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
 		case <-s.ownerAnswered:
 		case <-s.life.Done():
 		}
+		// Recorded before any spawn can be decided (spawns wait for the
+		// wiring), and before the session's end (teardown waits for this).
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionStart, Session: s.id, Allow: true, Reason: "root started"})
+		s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
 		s.wiring = s.cfg.Wire(ctx)
 	}()
 	go func() {

@@ -84,6 +84,15 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 	defer func() { stopRecollect(); <-recollected }()
 
 	cfg := supervisor.Config{Base: base, Log: log, ReadyTimeout: o.ReadyTimeout, StopGrace: o.StopGrace}
+	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
+	// Without a journal the audit goes to the log only; said once the
+	// owner's hello is answered (in Wire), like the rest of the wiring.
+	j, noJournal := audit.NewJournal(func(err error) { log.Warn("journal", zap.Error(err)) })
+	if noJournal == nil {
+		sinks = append(sinks, j)
+	}
+	cfg.Audit = audit.Multi(sinks...)
+	cfg.CellOutput = o.CellOutput
 	// set is written by cfg.Wire, which the session runs once and waits
 	// for before Serve returns: it is safe to read once Serve has returned.
 	var set *backends.Set
@@ -93,6 +102,9 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 		// root lock is held from its creation), so the owner's hello need
 		// not wait for it; spawns do, as they did before.
 		collect()
+		if noJournal != nil {
+			log.Info("audit goes to the log only", zap.Error(noJournal))
+		}
 		var w supervisor.Wiring
 		w.Allowlist, w.AllowlistErr = loadAllowlist(o.Allowlist, log)
 		// The check of an app cell's build, pins and signatures before
@@ -120,15 +132,6 @@ func Serve(ctx context.Context, log *zap.Logger, o Options) error {
 		log.Info("auto backend", zap.String("backend", string(auto)), zap.String("note", why))
 		return w
 	}
-
-	sinks := []audit.Sink{audit.NewZap(log.Named("audit"))}
-	if j, err := audit.NewJournal(func(err error) { log.Warn("journal", zap.Error(err)) }); err == nil {
-		sinks = append(sinks, j)
-	} else {
-		log.Info("audit goes to the log only", zap.Error(err))
-	}
-	cfg.Audit = audit.Multi(sinks...)
-	cfg.CellOutput = o.CellOutput
 
 	s, err := supervisor.New(cfg)
 	if err != nil {
