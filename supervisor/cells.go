@@ -94,8 +94,14 @@ func (s *Session) spawn(who peer, req wire.Request) wire.Reply {
 	if err != nil {
 		return errorReply(req.ID, wire.CodeBadName, "", err.Error())
 	}
+	// A spawn that comes before the allowlist and the backends are loaded
+	// waits for them: deciding without them would deny it wrongly.
+	w, ok := s.awaitWiring()
+	if !ok {
+		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
+	}
 
-	dec, entry, joined, err := s.admit(who, req, key)
+	dec, entry, joined, err := s.admit(w, who, req, key)
 	if errors.Is(err, errShuttingDown) {
 		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
 	}
@@ -171,8 +177,8 @@ var errShuttingDown = errors.New("the session is ending")
 // it runs without the lock, and policy decides again with its outcome: the
 // session may have changed meanwhile. err is errShuttingDown, or a failure to
 // reserve.
-func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Decision, entry *cellEntry, joined bool, err error) {
-	vet := vetOutcome{done: s.cfg.Vet == nil}
+func (s *Session) admit(w *Wiring, who peer, req wire.Request, key string) (dec policy.Decision, entry *cellEntry, joined bool, err error) {
+	vet := vetOutcome{done: w.Vet == nil}
 	for {
 		s.mu.Lock()
 		if s.closing {
@@ -180,7 +186,7 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 			return dec, nil, false, errShuttingDown
 		}
 		existing := s.cells[key]
-		dec = s.decideLocked(who, req, existing, vet)
+		dec = s.decideLocked(w, who, req, existing, vet)
 		switch {
 		case !dec.Allow:
 			s.mu.Unlock()
@@ -202,7 +208,7 @@ func (s *Session) admit(who peer, req wire.Request, key string) (dec policy.Deci
 			return dec, entry, false, nil
 		}
 		s.mu.Unlock()
-		vet = vetOutcome{done: true, err: s.cfg.Vet(s.life, dec.Spec)}
+		vet = vetOutcome{done: true, err: w.Vet(s.life, dec.Spec)}
 	}
 }
 
@@ -233,15 +239,15 @@ func (s *Session) awaitLeft(e *cellEntry) error {
 }
 
 // decideLocked runs policy for a request: the one place a spawn is decided.
-func (s *Session) decideLocked(who peer, req wire.Request, existing *cellEntry, vet vetOutcome) policy.Decision {
-	st := s.policyStateLocked(existing)
-	st.Vetted, st.VetErr = vet.done && s.cfg.Vet != nil, vet.err
+func (s *Session) decideLocked(w *Wiring, who peer, req wire.Request, existing *cellEntry, vet vetOutcome) policy.Decision {
+	st := s.policyStateLocked(w, existing)
+	st.Vetted, st.VetErr = vet.done && w.Vet != nil, vet.err
 	return policy.Decide(policy.Request{
 		Requester:      who.name,
 		RequesterDepth: who.depth,
 		Name:           req.Name,
 		Instance:       req.Instance,
-	}, s.cfg.Allowlist, st)
+	}, w.Allowlist, st)
 }
 
 // keyFits says whether key can name a socket of this session dir.
@@ -250,10 +256,10 @@ func (s *Session) keyFits(key string) error { return rundir.CheckSocketPath(s.di
 // wiredCapabilities is what policy may choose from: the probed capability
 // of every backend; an available one this root has no launcher for is
 // unavailable, with that reason (an unavailable one keeps its own).
-func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
-	caps := make(map[cellspec.Backend]policy.Capability, len(s.cfg.Capabilities))
-	for b, c := range s.cfg.Capabilities {
-		if _, ok := s.cfg.Launchers[b]; !ok && c.Available {
+func wiredCapabilities(w *Wiring) map[cellspec.Backend]policy.Capability {
+	caps := make(map[cellspec.Backend]policy.Capability, len(w.Capabilities))
+	for b, c := range w.Capabilities {
+		if _, ok := w.Launchers[b]; !ok && c.Available {
 			c = policy.Capability{Reason: fmt.Sprintf("backend %q is not wired into this root", b)}
 		}
 		caps[b] = c
@@ -263,11 +269,11 @@ func (s *Session) wiredCapabilities() map[cellspec.Backend]policy.Capability {
 
 // policyStateLocked counts the session for policy; the instance a request
 // would join is left out, so that joining it is judged like starting it.
-func (s *Session) policyStateLocked(joining *cellEntry) policy.State {
+func (s *Session) policyStateLocked(w *Wiring, joining *cellEntry) policy.State {
 	st := policy.State{
 		Instances:    map[string]int{},
-		Backends:     s.wiredCapabilities(),
-		AllowlistErr: s.cfg.AllowlistErr,
+		Backends:     wiredCapabilities(w),
+		AllowlistErr: w.AllowlistErr,
 		KeyFits:      s.keyFits,
 	}
 	for _, e := range s.cells {
@@ -362,7 +368,9 @@ func (s *Session) startInstance(e *cellEntry, spec cellspec.Spec, placed func(*i
 	s.tokens[token] = e.key
 	s.mu.Unlock()
 	placed(in)
-	inst, err := s.cfg.Launchers[spec.Backend].Launch(s.life, spec)
+	// Only an entry that a spawn reserved after awaitWiring has instances,
+	// so the wiring is loaded here.
+	inst, err := s.wiring.Launchers[spec.Backend].Launch(s.life, spec)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.tokens, token)

@@ -63,6 +63,9 @@ func (s *Session) serveConn(c *umbConn, ownerConn bool) {
 
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
 	who, ok := s.hello(c, ownerConn, log)
+	if ownerConn {
+		close(s.ownerAnswered)
+	}
 	if !ok {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,10 +48,9 @@ type SessionEnder interface {
 	EndSession(ctx context.Context, session string) error
 }
 
-// Config is what a session needs from its wiring.
-type Config struct {
-	// Base is the user's runtime dir (rundir.Base).
-	Base string
+// Wiring is what a session decides and launches spawns with: the allowlist
+// and the backends.
+type Wiring struct {
 	// Allowlist is the loaded allowlist; when nil, AllowlistErr says why and
 	// every spawn is denied.
 	Allowlist    *allowlist.File
@@ -64,6 +64,20 @@ type Config struct {
 	// hash, a signature); an error denies the spawn with policy.Unverified.
 	// It may do I/O and is called without any session lock held.
 	Vet func(ctx context.Context, spec cellspec.Spec) error
+}
+
+// Config is what a session needs from its wiring.
+type Config struct {
+	// Base is the user's runtime dir (rundir.Base).
+	Base string
+	// Wire loads the session's Wiring (required). Serve calls it once, in
+	// the background with Serve's ctx, as soon as the owner's hello is
+	// answered (or the session ends first): the owner's hello waits for
+	// neither the allowlist nor the backends, nor shares the CPU with
+	// their loading. A spawn or an upgrade waits until Wire has returned
+	// (or the session ends), and teardown waits for it too, so what Wire
+	// opened can be closed once Serve returns.
+	Wire func(ctx context.Context) Wiring
 	// Audit receives every decision; Log the root's own diagnostics.
 	Audit audit.Sink
 	Log   *zap.Logger
@@ -93,6 +107,14 @@ type Session struct {
 	endNow context.CancelFunc
 	wg     sync.WaitGroup
 
+	// wiring is written once, by the goroutine running Config.Wire, before
+	// wired is closed; read it only after wired (awaitWiring). That
+	// goroutine calls Wire once ownerAnswered is closed: the owner's hello
+	// was answered or refused.
+	wiring        Wiring
+	wired         chan struct{}
+	ownerAnswered chan struct{}
+
 	// mu guards cells, tokens, conns, budgets, closing, failures and
 	// failed. It is never held while waiting on a cell or the network.
 	mu      sync.Mutex
@@ -112,6 +134,9 @@ type Session struct {
 // New creates the session dir, takes the session's root lock and listens on
 // its umbilical socket. The caller must call Serve, which owns the teardown.
 func New(cfg Config) (*Session, error) {
+	if cfg.Wire == nil {
+		return nil, errors.New("supervisor: Config.Wire is required")
+	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
@@ -133,6 +158,9 @@ func New(cfg Config) (*Session, error) {
 		tokens: map[string]string{},
 		conns:  map[*umbConn]struct{}{},
 		failed: make(chan struct{}),
+		wired:  make(chan struct{}),
+
+		ownerAnswered: make(chan struct{}),
 
 		rootLock: rootLock,
 
@@ -166,11 +194,21 @@ func (s *Session) Dir() string { return s.dir }
 // cancelled (a signal), then tears everything down and returns. The owner
 // connection belongs to Serve from here on.
 func (s *Session) Serve(ctx context.Context, owner net.Conn) error {
-	s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionStart, Session: s.id, Allow: true, Reason: "root started"})
-	s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
-
 	ownerGone := make(chan struct{})
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.wired)
+		select {
+		case <-s.ownerAnswered:
+		case <-s.life.Done():
+		}
+		// Recorded before any spawn can be decided (spawns wait for the
+		// wiring), and before the session's end (teardown waits for this).
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindSessionStart, Session: s.id, Allow: true, Reason: "root started"})
+		s.cfg.Log.Info("session started", zap.String("session", s.id), zap.String("dir", s.dir))
+		s.wiring = s.cfg.Wire(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		defer close(ownerGone)
@@ -234,6 +272,9 @@ func (s *Session) teardown(reason string) {
 		}()
 	}
 	stops.Wait()
+	// Wire may still be loading: what it opens is ended below, and the
+	// spawns that were waiting for it answer shutting_down meanwhile.
+	<-s.wired
 	// A stop in flight has answered now; nothing else may hold a connection.
 	for _, c := range conns {
 		c.Close()
@@ -245,11 +286,23 @@ func (s *Session) teardown(reason string) {
 	s.cfg.Log.Info("session ended", zap.String("session", s.id))
 }
 
-// endBackends lets every backend release what it holds for the session.
+// awaitWiring returns the session's wiring once Config.Wire has returned;
+// false when the session ends first.
+func (s *Session) awaitWiring() (*Wiring, bool) {
+	select {
+	case <-s.wired:
+		return &s.wiring, true
+	case <-s.life.Done():
+		return nil, false
+	}
+}
+
+// endBackends lets every backend release what it holds for the session;
+// call it once Wire has returned.
 func (s *Session) endBackends() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.StopGrace)
 	defer cancel()
-	for name, b := range s.cfg.Launchers {
+	for name, b := range s.wiring.Launchers {
 		if e, ok := b.(SessionEnder); ok {
 			if err := e.EndSession(ctx, s.id); err != nil {
 				s.cfg.Log.Warn("end session in backend", zap.String("backend", string(name)), zap.Error(err))

@@ -47,8 +47,13 @@ func (s *Session) upgrade(req wire.Request) wire.Reply {
 
 	ev := audit.Event{Kind: audit.KindSpawn, Session: s.id, Cell: e.name, Key: e.key, Allow: true, Code: string(policy.OK),
 		Backend: string(e.backend), Limits: spec.Limits.String(), Reason: "upgrade: new instance"}
-	if s.cfg.Vet != nil {
-		if err := s.cfg.Vet(s.life, spec); err != nil {
+	// A running cell means the wiring is loaded: this does not wait.
+	w, ok := s.awaitWiring()
+	if !ok {
+		return errorReply(req.ID, wire.CodeShuttingDown, "", "the session is ending")
+	}
+	if w.Vet != nil {
+		if err := w.Vet(s.life, spec); err != nil {
 			ev.Allow, ev.Code = false, string(policy.Unverified)
 			ev.Reason += "; refused: " + err.Error()
 			s.cfg.Audit.Record(ev)

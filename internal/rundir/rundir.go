@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -23,10 +22,6 @@ const (
 // ErrUnsafe is wrapped when a directory Cell would use is not private to the
 // user: wrong owner, group or world access, or a symlink.
 var ErrUnsafe = errors.New("rundir: unsafe directory")
-
-// sessionIDPattern matches ids made by NewSession. Garbage collection only
-// ever touches directories whose names match it.
-var sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // Base returns the user's Cell runtime dir, creating it when missing:
 // $XDG_RUNTIME_DIR/cell, or /tmp/cell-UID when XDG_RUNTIME_DIR is unset.
@@ -61,7 +56,7 @@ func BaseFor(xdgRuntimeDir string, uid int) (string, error) {
 // for a dead one. It returns the id, the dir and the held lock.
 func NewSession(base string) (id, dir string, lock *os.File, err error) {
 	for range 3 {
-		var raw [8]byte
+		var raw [sessionIDLen / 2]byte
 		if _, err := rand.Read(raw[:]); err != nil {
 			return "", "", nil, fmt.Errorf("session id: %w", err)
 		}
@@ -106,8 +101,24 @@ func Sessions(base string) ([]string, error) {
 	return ids, nil
 }
 
-// ValidSessionID reports whether id has the form NewSession gives.
-func ValidSessionID(id string) bool { return sessionIDPattern.MatchString(id) }
+// sessionIDLen is the length of the ids NewSession makes: 8 random bytes in
+// lower-case hex.
+const sessionIDLen = 16
+
+// ValidSessionID reports whether id has the form NewSession gives. Garbage
+// collection only ever touches what such an id names. A loop, not a regexp:
+// a regexp compiled at init is paid by every root start.
+func ValidSessionID(id string) bool {
+	if len(id) != sessionIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // SocketPath is where the cell instance key listens inside a session dir.
 func SocketPath(sessionDir, key string) string { return filepath.Join(sessionDir, key+".sock") }

@@ -189,3 +189,19 @@ func TestDeadPrivate(t *testing.T) {
 		}
 	}
 }
+
+func TestValidSessionID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"0123456789abcdef":  true,
+		"0123456789ABCDEF":  false,
+		"0123456789abcde":   false,
+		"0123456789abcdef0": false,
+		"0123456789abcdeg":  false,
+		"../3456789abcdef":  false,
+		"":                  false,
+	} {
+		if got := ValidSessionID(id); got != want {
+			t.Errorf("ValidSessionID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/cellproject/cell/bwrap"
 	"github.com/cellproject/cell/internal/cellspec"
 	"github.com/cellproject/cell/internal/process"
+	"github.com/cellproject/cell/internal/rundir"
 )
 
 // ErrJobFailed is wrapped when systemd reports a job other than "done".
@@ -182,8 +182,9 @@ func (b *Launcher) CollectDead(ctx context.Context, live func(session string) bo
 	var stopped []string
 	var errs []error
 	for _, u := range units {
+		// SliceName's escaping leaves a session id as it is.
 		id, ok := strings.CutPrefix(strings.TrimSuffix(u.Name, ".slice"), slicePrefix)
-		if !ok || !sessionIDPattern.MatchString(id) || live(id) || b.populated(ctx, u.Name) {
+		if !ok || !rundir.ValidSessionID(id) || live(id) || b.populated(ctx, u.Name) {
 			continue
 		}
 		result := make(chan string, 1)
@@ -200,10 +201,6 @@ func (b *Launcher) CollectDead(ctx context.Context, live func(session string) bo
 	}
 	return stopped, errors.Join(errs...)
 }
-
-// sessionIDPattern matches the session ids that SliceName can have made;
-// escape leaves them as they are.
-var sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // populated reports whether the unit's cgroup holds any process; when that
 // cannot be read it says yes, so that nothing live is ever stopped.
