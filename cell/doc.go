@@ -18,7 +18,11 @@
 // the body bounds and the gap junction, then frames of a 16-byte header and
 // raw body bytes. Bodies go up to [DefaultMaxBody] (16 MiB) in one frame;
 // larger ones travel as streams ([Conn.CallStream], [StreamHandler]). A
-// receiver never allocates for a body beyond the bound it announced. Calls
+// receiver never allocates for a body beyond the bound it announced. Bodies
+// of 4 KiB and more are read into pooled memory: a program that receives
+// many of them hands them back with [Recycle] (a caller its replies, a cell
+// its request bodies with ServeOptions.RecycleBodies), which spares it
+// most of their cost. Calls
 // from many goroutines share one connection, their frames written together
 // in one writev; a serving cell runs at most ServeOptions.MaxConcurrent
 // handlers at once.

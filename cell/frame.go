@@ -229,11 +229,12 @@ func (fr *frameReader) next(r io.Reader) (frame, error) {
 		fr.lo += lead
 		if len(p) > int(h.nameLen) || n == 0 {
 			if n > 0 {
-				f.body = append(make([]byte, 0, n), p[h.nameLen:]...)
+				f.body = newBody(n)
+				copy(f.body, p[h.nameLen:])
 			}
 			return f, nil
 		}
-		f.body = make([]byte, min(n, readChunk))
+		f.body = newBody(min(n, readChunk))
 		fr.got = copy(f.body, fr.buf[fr.lo:fr.hi])
 		fr.lo += fr.got
 		fr.part, fr.inBody = f, true
@@ -243,6 +244,7 @@ func (fr *frameReader) next(r io.Reader) (frame, error) {
 		if fr.got == len(fr.part.body) {
 			grown := make([]byte, min(n, 2*len(fr.part.body)))
 			copy(grown, fr.part.body)
+			Recycle(fr.part.body)
 			fr.part.body = grown
 		}
 		k, err := r.Read(fr.part.body[fr.got:])

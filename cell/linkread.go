@@ -141,6 +141,8 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if ok && !mine {
 			cl.rep <- f
+		} else if !ok {
+			Recycle(f.body)
 		}
 		if idle {
 			l.ch.close()

@@ -82,6 +82,12 @@ type ServeOptions struct {
 	// Junction lets clients that ask ([WithJunction]) move their connection
 	// to a gap junction; without it they stay on the socket.
 	Junction bool
+	// RecycleBodies hands each request body back for reuse ([Recycle])
+	// once its handler has returned and the reply is written, which spares
+	// a cell that takes large bodies most of their memory cost. Its
+	// handlers must then not keep the body, or any slice of it, past their
+	// return; replying with the body itself, or a slice of it, is fine.
+	RecycleBodies bool
 	// Logger receives the cell's serving logs; nil means none.
 	Logger *slog.Logger
 }
@@ -643,6 +649,10 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 		st.abandon()
 	default:
 		body, err = sc.srv.h.Handle(sc.srv.hctx, f.name, f.body)
+		if sc.srv.opts.RecycleBodies {
+			// The reply below is copied or written before send returns.
+			defer Recycle(f.body)
+		}
 	}
 	if f.kind == kindNotify {
 		if err != nil {

@@ -217,6 +217,46 @@ func TestSynapseConcurrentLargeBodies(t *testing.T) {
 	})
 }
 
+// TestSynapseRecycledBodies: with request bodies recycled by the cell and
+// replies by the caller, bodies of every pooled size, many at once, each
+// come back whole and unmixed: no buffer is reused while a frame is still
+// read into it or written from it.
+func TestSynapseRecycledBodies(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, RecycleBodies: true}), dialOpts(j)...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		sizes := []int{100, minPooledBody, 40 << 10, readBuffer + 1, readChunk, readChunk + 3}
+		inParallel(t, 4, func(g int) error {
+			for i := range 24 {
+				want := bytes.Repeat([]byte{byte(g*24 + i)}, sizes[(g+i)%len(sizes)])
+				got, err := c.Call(ctx, "echo", want)
+				if err != nil || !bytes.Equal(got, want) {
+					return fmt.Errorf("goroutine %d, call %d: %d of %d bytes back, %v", g, i, len(got), len(want), err)
+				}
+				Recycle(got)
+			}
+			return nil
+		})
+	})
+}
+
+func TestRecycleClasses(t *testing.T) {
+	for _, n := range []int{0, 1, minPooledBody - 1, minPooledBody, minPooledBody + 1, 3 << 20, 1 << maxPooledShift, 1<<maxPooledShift + 1} {
+		for range 3 {
+			b := newBody(n)
+			if len(b) != n {
+				t.Fatalf("newBody(%d) has length %d", n, len(b))
+			}
+			if n >= minPooledBody && n <= 1<<maxPooledShift && cap(b) >= 2*n {
+				t.Fatalf("newBody(%d) has capacity %d, over twice the length", n, cap(b))
+			}
+			Recycle(b)
+			Recycle(make([]byte, 1, n+1)) // capacities off the powers of two
+		}
+	}
+}
+
 func TestSynapseBoundAnnounced(t *testing.T) {
 	// The server accepts 8 KiB bodies: the client refuses more before sending.
 	c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{MaxBody: 8192}))

@@ -46,6 +46,7 @@ const (
 	sockRawRing  = "ring.sock"     // a raw junction: 'e' echoes, 's' sinks
 	sockSDK      = "sdk.sock"      // cell.ServeListener, default options, junctions
 	sockSDKQuick = "sdkquick.sock" // MaxConcurrent 1: handlers on the reader
+	sockRecycle  = "recycle.sock"  // RecycleBodies: request bodies reused
 	sockGRPC     = "grpc.sock"
 )
 
@@ -66,6 +67,7 @@ func serveSynapse(dir string) error {
 	for name, opts := range map[string]cell.ServeOptions{
 		sockSDK:      {Junction: true},
 		sockSDKQuick: {Junction: true, MaxConcurrent: 1},
+		sockRecycle:  {RecycleBodies: true},
 	} {
 		ln, err := listen(name)
 		if err != nil {
@@ -214,7 +216,7 @@ func synapseServers(b *testing.B) string {
 	}
 	b.Cleanup(func() { stdin.Close(); cmd.Wait() })
 	deadline := time.Now().Add(10 * time.Second)
-	for _, s := range []string{sockRaw, sockRawRing, sockSDK, sockSDKQuick, sockGRPC} {
+	for _, s := range []string{sockRaw, sockRawRing, sockSDK, sockSDKQuick, sockRecycle, sockGRPC} {
 		for {
 			if c, err := net.Dial("unix", filepath.Join(dir, s)); err == nil {
 				c.Close()
@@ -406,6 +408,18 @@ func sdkCall(c *cell.Conn, body []byte) func() error {
 	}
 }
 
+// recycleCall is sdkCall handing each reply back for reuse (cell.Recycle).
+func recycleCall(c *cell.Conn, body []byte) func() error {
+	return func() error {
+		got, err := c.Call(context.Background(), "echo", body)
+		if err == nil && len(got) != len(body) {
+			err = errors.New("short echo")
+		}
+		cell.Recycle(got)
+		return err
+	}
+}
+
 func grpcCall(gc *grpc.ClientConn, body []byte) func() error {
 	return func() error {
 		var out []byte
@@ -461,11 +475,13 @@ func bulk(b *testing.B, size, n int) {
 	interleave(b, size,
 		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, window)},
 		&subject{name: "sdk", n: n, run: parallel(window, sdkCall(sdkConn(b, dir, sockSDK), body))},
+		&subject{name: "recycle", n: n, run: parallel(window, recycleCall(sdkConn(b, dir, sockRecycle), body))},
 		&subject{name: "grpc", n: max(n/4, 1), run: parallel(window, grpcCall(grpcConn(b, dir), body))},
 	)
 }
 
-// BenchmarkSynapseBulk4K: 4 KiB echoes, 4 in flight.
+// BenchmarkSynapseBulk4K: 4 KiB echoes, 4 in flight; recycle is the SDK
+// with bodies recycled on both sides.
 func BenchmarkSynapseBulk4K(b *testing.B) { bulk(b, 4<<10, 5000) }
 
 // BenchmarkSynapseBulk1M: 1 MiB echoes, 4 in flight.
