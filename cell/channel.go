@@ -38,6 +38,11 @@ type channel struct {
 	maxIn  int          // bodies we accept
 	maxOut int          // bodies the peer accepts, from its preface
 	out    func(net.Buffers) error
+	// tryOut, where not nil, writes one frame at once when that cannot
+	// wait (a ring with room for it), and reports whether it did: a
+	// junction's sender with nothing queued ahead writes its frame itself
+	// under wmu, with no queue and no flusher.
+	tryOut func([]byte) (bool, error)
 	abort  func() // makes a stuck write fail (the connection is lost then)
 	// interrupt with on set makes the read in progress, and later ones,
 	// fail with os.ErrDeadlineExceeded (keeping what arrived) until it is
@@ -149,6 +154,22 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	copy(ch.enc[at+headerLen:], name)
 	if small {
 		copy(ch.enc[at+headerLen+len(name):], body)
+		if !later && !ch.flushing && len(ch.queue) == 0 && ch.tryOut != nil {
+			// Nothing is queued or being written: every frame so far
+			// is written, and so is this one once tryOut takes it.
+			wrote, err := ch.tryOut(ch.enc[at : at+n])
+			if wrote || err != nil {
+				ch.enc = ch.enc[:at]
+				ch.queued++
+				ch.written = ch.queued
+				if err != nil {
+					ch.werr = err
+					ch.wcond.Broadcast()
+				}
+				ch.wmu.Unlock()
+				return err
+			}
+		}
 	}
 	if ch.run < 0 || !small {
 		// A large frame's header opens an entry of its own, so that a
@@ -205,6 +226,7 @@ func (ch *channel) flushLocked(ctx context.Context, mine uint64) error {
 			break // that frame's sender writes it
 		}
 		bufs, enc, whole := ch.queue[:n], ch.enc, n == len(ch.queue)
+		used := len(ch.queue) // the entries of the array to clear after
 		if whole {
 			ch.queue, ch.enc, ch.run = ch.spare[:0], ch.spareEnc[:0], -1
 			ch.large = ch.large[:0]
@@ -224,7 +246,7 @@ func (ch *channel) flushLocked(ctx context.Context, mine uint64) error {
 		ch.wmu.Unlock()
 		err := ch.out(bufs)
 		ch.wmu.Lock()
-		clear(bufs[:cap(bufs)])
+		clear(bufs[:used])
 		ch.spare = bufs[:0]
 		if whole {
 			ch.spareEnc = nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,9 +49,11 @@ type Conn struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	cfg  dialConfig
 
-	mu     sync.Mutex // guards cur and closed; never held while dialling
-	cur    *link
-	closed bool
+	// mu serialises the changes of cur and closed; never held while
+	// dialling. Calls read both without it.
+	mu     sync.Mutex
+	cur    atomic.Pointer[link]
+	closed atomic.Bool
 	dialMu sync.Mutex // one redial at a time
 }
 
@@ -64,7 +67,9 @@ type link struct {
 	nextID  uint64
 	pending map[uint64]*call
 	err     error // why the link ended; set once
-	goaway  bool  // the server asked for no new calls here
+	// goaway: the server asked for no new calls here. Set under mu, read
+	// without it on every call's way in.
+	goaway atomic.Bool
 
 	// The read role, held by one goroutine at a time.
 	reading bool        // someone holds it (for good once ended)
@@ -103,7 +108,7 @@ func NewConn(ctx context.Context, name string, nc net.Conn, opts ...DialOption) 
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", name, err)
 	}
-	c.cur = l
+	c.cur.Store(l)
 	return c, nil
 }
 
@@ -118,7 +123,7 @@ func newRedialConn(ctx context.Context, name string, dial func(ctx context.Conte
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", name, err)
 	}
-	c.cur = l
+	c.cur.Store(l)
 	return c, nil
 }
 
@@ -201,9 +206,8 @@ func (c *Conn) Name() string { return c.name }
 
 // Junction reports whether the current connection runs over a gap junction.
 func (c *Conn) Junction() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cur != nil && c.cur.junction
+	l := c.cur.Load()
+	return l != nil && l.junction
 }
 
 // Call sends method and body to the cell and waits for the reply body. A
@@ -342,14 +346,11 @@ var errGoAway = errors.New("cell: the cell is going away")
 // link returns the link new calls use, dialling a fresh one when the
 // current one received GOAWAY (or failed after it).
 func (c *Conn) link(ctx context.Context) (*link, error) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	l := c.cur
-	c.mu.Unlock()
-	if !l.draining() {
+	l := c.cur.Load()
+	if !l.goaway.Load() {
 		return l, nil
 	}
 	if c.dial == nil {
@@ -357,10 +358,7 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 	}
 	c.dialMu.Lock()
 	defer c.dialMu.Unlock()
-	c.mu.Lock()
-	l = c.cur
-	c.mu.Unlock()
-	if !l.draining() {
+	if l = c.cur.Load(); !l.goaway.Load() {
 		return l, nil // another call redialled
 	}
 	nc, err := c.dial(ctx)
@@ -372,13 +370,12 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 		return nil, fmt.Errorf("redial after goaway: %w", err)
 	}
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		nl.close()
 		return nil, ErrClosed
 	}
-	old := c.cur
-	c.cur = nl
+	old := c.cur.Swap(nl)
 	c.mu.Unlock()
 	old.closeIfIdle()
 	return nl, nil
@@ -388,7 +385,7 @@ func (l *link) register() (*call, error) {
 	cl := &call{rep: make(chan frame, 1)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.goaway {
+	if l.goaway.Load() {
 		return nil, errGoAway
 	}
 	if l.err != nil {
@@ -404,13 +401,6 @@ func (l *link) register() (*call, error) {
 	l.nextID++
 	l.pending[cl.id] = cl
 	return cl, nil
-}
-
-// draining reports whether new calls must go elsewhere.
-func (l *link) draining() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.goaway
 }
 
 func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]byte, error) {
@@ -431,7 +421,7 @@ func reply(method string, f frame) ([]byte, error) {
 func (l *link) forget(id uint64) {
 	l.mu.Lock()
 	delete(l.pending, id)
-	idle := l.goaway && len(l.pending) == 0
+	idle := l.goaway.Load() && len(l.pending) == 0
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()
@@ -441,7 +431,7 @@ func (l *link) forget(id uint64) {
 // closeIfIdle closes a replaced link once no call waits on it.
 func (l *link) closeIfIdle() {
 	l.mu.Lock()
-	l.goaway = true
+	l.goaway.Store(true)
 	idle := len(l.pending) == 0
 	l.mu.Unlock()
 	if idle {
@@ -488,8 +478,8 @@ func (l *link) close() error {
 // ErrClosed. It is safe to call more than once.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	c.closed = true
-	l := c.cur
+	c.closed.Store(true)
+	l := c.cur.Load()
 	c.mu.Unlock()
 	return l.close()
 }

@@ -149,11 +149,14 @@ func parseHeader(b []byte, maxBody int) (header, error) {
 	return h, nil
 }
 
-// frame is one decoded frame; name and body are private copies.
+// frame is one decoded frame; name and body are private copies, unless
+// lent says that body is a slice of the reader's buffer, valid until its
+// next read.
 type frame struct {
 	header
 	name string
 	body []byte
+	lent bool
 }
 
 // readChunk is the most a reader allocates for a body before that much of
@@ -177,6 +180,10 @@ type frameReader struct {
 	// name is the last name decoded: a peer calls few methods, so most
 	// frames repeat it, and share its string instead of allocating one.
 	name string
+
+	// lend: a request's or notification's body that arrives whole in buf
+	// is lent as a slice of buf, not copied (frame.lent).
+	lend bool
 
 	// A frame whose body is being read past the buffer.
 	part   frame
@@ -228,7 +235,11 @@ func (fr *frameReader) next(r io.Reader) (frame, error) {
 		}
 		fr.lo += lead
 		if len(p) > int(h.nameLen) || n == 0 {
-			if n > 0 {
+			switch {
+			case n == 0:
+			case fr.lend && (h.kind == kindNotify || h.kind == kindRequest && h.flags&flagStream == 0):
+				f.body, f.lent = p[h.nameLen:len(p):len(p)], true
+			default:
 				f.body = newBody(n)
 				copy(f.body, p[h.nameLen:])
 			}

@@ -102,6 +102,7 @@ func useJunction(ch *channel, j *junction.Junction) {
 	// one look at the producer's index.
 	ch.r = junctionReader{j}
 	ch.out = func(b net.Buffers) error { return j.WriteBuffers(b) }
+	ch.tryOut = j.TryWrite
 	ch.abort = func() { j.Close() }
 	ch.interrupt = j.InterruptRead
 	ch.closeFn = func() error {

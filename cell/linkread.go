@@ -90,7 +90,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 				if me != nil {
 					delete(l.pending, me.id)
 				}
-				idle := l.goaway && len(l.pending) == 0
+				idle := l.goaway.Load() && len(l.pending) == 0
 				l.passLocked()
 				l.mu.Unlock()
 				if idle {
@@ -114,7 +114,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 		case kindReply, kindError:
 		case kindGoAway:
 			l.mu.Lock()
-			l.goaway = true
+			l.goaway.Store(true)
 			idle := len(l.pending) == 0
 			l.mu.Unlock()
 			if idle {
@@ -136,7 +136,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 		if mine {
 			l.passLocked()
 		}
-		idle := l.goaway && len(l.pending) == 0
+		idle := l.goaway.Load() && len(l.pending) == 0
 		l.mu.Unlock()
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if ok && !mine {
@@ -236,7 +236,7 @@ func (l *link) abandon(cl *call) {
 		}
 		l.passLocked()
 	}
-	idle := l.goaway && len(l.pending) == 0
+	idle := l.goaway.Load() && len(l.pending) == 0
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()

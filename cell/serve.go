@@ -87,6 +87,9 @@ type ServeOptions struct {
 	// a cell that takes large bodies most of their memory cost. Its
 	// handlers must then not keep the body, or any slice of it, past their
 	// return; replying with the body itself, or a slice of it, is fine.
+	// With MaxConcurrent 1 as well, a body that arrives whole in the
+	// connection's read buffer is not even copied: the handler reads it
+	// where it arrived.
 	RecycleBodies bool
 	// Logger receives the cell's serving logs; nil means none.
 	Logger *slog.Logger
@@ -219,7 +222,7 @@ type server struct {
 	hctx    context.Context // handlers' ctx; cancelled when the drain's grace ends
 	hcancel context.CancelFunc
 	work    sync.WaitGroup // tracked handlers
-	slots   chan struct{}  // one token per running handler
+	slots   *slots         // one per running handler
 
 	hardStop chan struct{} // closed when the grace period is over
 	watch    *handoffWatch
@@ -235,7 +238,7 @@ type server struct {
 func newServer(h Handler, opts ServeOptions) *server {
 	hctx, cancel := context.WithCancel(context.Background())
 	srv := &server{h: h, opts: opts, log: opts.Logger, hctx: hctx, hcancel: cancel,
-		slots: make(chan struct{}, opts.MaxConcurrent), hardStop: make(chan struct{}),
+		slots: newSlots(opts.MaxConcurrent), hardStop: make(chan struct{}),
 		conns: map[*serverConn]struct{}{}, idleSince: time.Now(), allGone: make(chan struct{})}
 	srv.watch = newHandoffWatch(srv)
 	return srv
@@ -478,6 +481,15 @@ const handling = 1
 func (sc *serverConn) read(turn uint64) {
 	ch := sc.ch
 	inline := sc.srv.opts.MaxConcurrent == 1
+	// held: an in-line reader keeps its slot from one request to the next
+	// while the next is already buffered, so that a batch of frames read
+	// together costs one take and one give of a slot, not one per frame.
+	held := false
+	defer func() {
+		if held {
+			sc.release()
+		}
+	}()
 	for {
 		if !ch.buffered() {
 			if err := ch.flush(noAbort); err != nil {
@@ -494,6 +506,10 @@ func (sc *serverConn) read(turn uint64) {
 			}
 			sc.end()
 			return
+		}
+		if held && (f.kind != kindRequest && f.kind != kindNotify || f.flags&flagStream != 0) {
+			sc.release() // a stream's handler takes a slot of its own
+			held = false
 		}
 		switch {
 		case f.kind == kindData:
@@ -539,13 +555,17 @@ func (sc *serverConn) read(turn uint64) {
 			sc.end()
 			return
 		}
-		if !sc.acquire() {
+		if held {
+			held = false
+		} else if !sc.acquire() {
 			sc.end()
 			return
 		}
 		if inline {
 			sc.run(f, nil, true)
-			sc.release()
+			if held = ch.buffered(); !held {
+				sc.release()
+			}
 			continue // a failed reply fails the next flush or read: end
 		}
 		sc.handled.Add(1)
@@ -617,21 +637,47 @@ func (sc *serverConn) end() {
 
 // acquire takes a handler slot, waiting for one; false once the grace
 // period is over. release gives it back.
-func (sc *serverConn) acquire() bool {
-	select {
-	case sc.srv.slots <- struct{}{}:
+func (sc *serverConn) acquire() bool { return sc.srv.slots.take(sc.srv.hardStop) }
+func (sc *serverConn) release()      { sc.srv.slots.give(sc.srv.hardStop) }
+
+// slots is a counting semaphore that costs one atomic add each way while
+// slots are left: a channel's lock would be taken twice per request.
+type slots struct {
+	free atomic.Int64  // slots left; below zero, minus the takers waiting
+	pass chan struct{} // a slot given straight to a waiting taker
+}
+
+func newSlots(n int) *slots {
+	s := &slots{pass: make(chan struct{})}
+	s.free.Store(int64(n))
+	return s
+}
+
+// take waits for a slot; false when stop closes first. A taker that gives
+// up leaves the count short, which only matters until stop, and stop is
+// closed for good.
+func (s *slots) take(stop <-chan struct{}) bool {
+	if s.free.Add(-1) >= 0 {
 		return true
-	default:
 	}
 	select {
-	case sc.srv.slots <- struct{}{}:
+	case <-s.pass:
 		return true
-	case <-sc.srv.hardStop:
+	case <-stop:
 		return false
 	}
 }
 
-func (sc *serverConn) release() { <-sc.srv.slots }
+// give returns a slot, or hands it to a taker that waits for one.
+func (s *slots) give(stop <-chan struct{}) {
+	if s.free.Add(1) > 0 {
+		return
+	}
+	select {
+	case s.pass <- struct{}{}:
+	case <-stop:
+	}
+}
 
 // run handles one request (st is its stream, or nil) and replies. With
 // hold the reply waits in the queue for the reader's next flush. False
@@ -649,7 +695,7 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 		st.abandon()
 	default:
 		body, err = sc.srv.h.Handle(sc.srv.hctx, f.name, f.body)
-		if sc.srv.opts.RecycleBodies {
+		if sc.srv.opts.RecycleBodies && !f.lent {
 			// The reply below is copied or written before send returns.
 			defer Recycle(f.body)
 		}
@@ -729,6 +775,9 @@ func serverHandshake(nc net.Conn, opts ServeOptions) (*channel, error) {
 		return nil, fmt.Errorf("send preface: %w", err)
 	}
 	ch := newChannel(nc, opts.MaxBody, peerBound(p.maxBody))
+	// Only a reader that runs every handler itself, and reads again only
+	// after the reply is copied or written, can lend its buffer.
+	ch.rd.lend = opts.RecycleBodies && opts.MaxConcurrent == 1
 	if features&featJunction != 0 {
 		if err := acceptJunction(nc, ch); err != nil {
 			return nil, fmt.Errorf("junction: %w", err)

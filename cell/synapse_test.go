@@ -217,28 +217,43 @@ func TestSynapseConcurrentLargeBodies(t *testing.T) {
 	})
 }
 
-// TestSynapseRecycledBodies: with request bodies recycled by the cell and
-// replies by the caller, bodies of every pooled size, many at once, each
-// come back whole and unmixed: no buffer is reused while a frame is still
-// read into it or written from it.
+// TestSynapseRecycledBodies: with request bodies recycled by the cell (and,
+// with MaxConcurrent 1, small ones lent from its read buffer) and replies
+// by the caller, bodies of every pooled size, many at once, each come back
+// whole and unmixed: no buffer is reused while a frame is still read into
+// it or written from it. Streams go between them: an in-line reader that
+// keeps its slot across a batch gives it up for a stream's handler.
 func TestSynapseRecycledBodies(t *testing.T) {
-	transports(t, func(t *testing.T, j bool) {
-		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, RecycleBodies: true}), dialOpts(j)...)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		sizes := []int{100, minPooledBody, 40 << 10, readBuffer + 1, readChunk, readChunk + 3}
-		inParallel(t, 4, func(g int) error {
-			for i := range 24 {
-				want := bytes.Repeat([]byte{byte(g*24 + i)}, sizes[(g+i)%len(sizes)])
-				got, err := c.Call(ctx, "echo", want)
-				if err != nil || !bytes.Equal(got, want) {
-					return fmt.Errorf("goroutine %d, call %d: %d of %d bytes back, %v", g, i, len(got), len(want), err)
-				}
-				Recycle(got)
-			}
-			return nil
+	for _, mc := range []int{0, 1} {
+		t.Run(fmt.Sprintf("MaxConcurrent=%d", mc), func(t *testing.T) {
+			transports(t, func(t *testing.T, j bool) {
+				opts := ServeOptions{Junction: true, RecycleBodies: true, MaxConcurrent: mc}
+				c := dialTemp(t, serveTemp(t, &synapseHandler{}, opts), dialOpts(j)...)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				sizes := []int{100, 1, minPooledBody, 40 << 10, 200, readBuffer + 1, readChunk, readChunk + 3}
+				inParallel(t, 4, func(g int) error {
+					for i := range 32 {
+						want := bytes.Repeat([]byte{byte(g*32 + i)}, sizes[(g+i)%len(sizes)])
+						if g == 0 && i%4 == 0 {
+							sum := sha256.Sum256(want)
+							got, err := c.CallStream(ctx, "sum", bytes.NewReader(want))
+							if w := fmt.Sprintf("%d %x", len(want), sum); err != nil || string(got) != w {
+								return fmt.Errorf("stream %d = %q, %v; want %q", i, got, err, w)
+							}
+							continue
+						}
+						got, err := c.Call(ctx, "echo", want)
+						if err != nil || !bytes.Equal(got, want) {
+							return fmt.Errorf("goroutine %d, call %d: %d of %d bytes back, %v", g, i, len(got), len(want), err)
+						}
+						Recycle(got)
+					}
+					return nil
+				})
+			})
 		})
-	})
+	}
 }
 
 func TestRecycleClasses(t *testing.T) {
@@ -655,7 +670,7 @@ func TestSynapseJunctionIdleSleeps(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 		c.mu.Lock()
-		jr := c.cur.ch.r.(junctionReader)
+		jr := c.cur.Load().ch.r.(junctionReader)
 		c.mu.Unlock()
 		for !jr.j.ReadAsleep() {
 			time.Sleep(time.Millisecond)

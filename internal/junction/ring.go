@@ -273,6 +273,21 @@ func (r *ring) write(bufs [][]byte) error {
 	return nil
 }
 
+// tryWrite copies b into the ring and publishes it when there is room for
+// all of it now; it never waits.
+func (r *ring) tryWrite(b []byte) (bool, error) {
+	if r.closed.Load() {
+		return false, ErrClosed
+	}
+	if free, err := r.free(uint64(len(b))); err != nil || free < uint64(len(b)) {
+		return false, err
+	}
+	r.copyIn(b)
+	r.pos += uint64(len(b))
+	r.publish()
+	return true, nil
+}
+
 func (r *ring) publish() {
 	atomic.StoreUint64(r.word(offTail), r.pos)
 	wake(r.flag(offSleeping), r.dataEv)
@@ -423,6 +438,15 @@ func (j *Junction) WriteBuffers(bufs [][]byte) error {
 		return ErrClosed
 	}
 	return j.out.write(bufs)
+}
+
+// TryWrite writes b whole if the ring has room for it now, and reports
+// whether it did; it never waits for space. It is a Write as far as
+// serialising goes.
+func (j *Junction) TryWrite(b []byte) (bool, error) {
+	j.wr.Lock()
+	defer j.wr.Unlock()
+	return j.out.tryWrite(b)
 }
 
 // Close wakes any Read or Write (they fail with ErrClosed), then unmaps the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"sync/atomic"
 	"testing"
 )
@@ -98,6 +99,34 @@ func TestRingScribbledIndices(t *testing.T) {
 	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
 	if err := d.WriteBuffers([][]byte{make([]byte, MinRing+1)}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("head past tail: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestTryWrite: a frame goes in whole when it fits and not at all when it
+// does not; a scribbled head and a closed junction are errors.
+func TestTryWrite(t *testing.T) {
+	d, a, mem := pair(t, MinRing)
+	big := bytes.Repeat([]byte{7}, MinRing-10)
+	if ok, err := d.TryWrite(big); !ok || err != nil {
+		t.Fatalf("TryWrite into an empty ring = %v, %v", ok, err)
+	}
+	if ok, err := d.TryWrite(make([]byte, 11)); ok || err != nil {
+		t.Fatalf("TryWrite past the free space = %v, %v; want false, nil", ok, err)
+	}
+	got := make([]byte, len(big))
+	if _, err := io.ReadFull(a, got); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("read back: %v", err)
+	}
+	if ok, err := d.TryWrite([]byte("after")); !ok || err != nil {
+		t.Fatalf("TryWrite once the ring drained = %v, %v", ok, err)
+	}
+	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
+	if _, err := d.TryWrite(big); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("TryWrite with head past tail: %v, want ErrCorrupt", err)
+	}
+	d.Close()
+	if _, err := d.TryWrite([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("TryWrite after Close: %v, want ErrClosed", err)
 	}
 }
 

@@ -45,7 +45,7 @@ const (
 	sockRaw      = "raw.sock"      // echoes the byte stream back
 	sockRawRing  = "ring.sock"     // a raw junction: 'e' echoes, 's' sinks
 	sockSDK      = "sdk.sock"      // cell.ServeListener, default options, junctions
-	sockSDKQuick = "sdkquick.sock" // MaxConcurrent 1: handlers on the reader
+	sockSDKQuick = "sdkquick.sock" // MaxConcurrent 1 and RecycleBodies: handlers on the reader, bodies lent
 	sockRecycle  = "recycle.sock"  // RecycleBodies: request bodies reused
 	sockGRPC     = "grpc.sock"
 )
@@ -66,7 +66,7 @@ func serveSynapse(dir string) error {
 	}
 	for name, opts := range map[string]cell.ServeOptions{
 		sockSDK:      {Junction: true},
-		sockSDKQuick: {Junction: true, MaxConcurrent: 1},
+		sockSDKQuick: {Junction: true, MaxConcurrent: 1, RecycleBodies: true},
 		sockRecycle:  {RecycleBodies: true},
 	} {
 		ln, err := listen(name)
