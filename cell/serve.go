@@ -46,6 +46,10 @@ type StreamHandler interface {
 // whose Handler is no StreamHandler.
 const CodeNoStreams = "no_streams"
 
+// CodeTooManyStreams is the RemoteError code for a streamed request that
+// arrives while MaxConcurrent streamed requests already run.
+const CodeTooManyStreams = "too_many_streams"
+
 // DefaultShutdownTimeout bounds how long Serve drains when it stops.
 const DefaultShutdownTimeout = 5 * time.Second
 
@@ -74,7 +78,11 @@ type ServeOptions struct {
 	// (backpressure rather than unbounded goroutines). 0 means
 	// DefaultMaxConcurrent. 1 runs each handler on its connection's reading
 	// goroutine, in order, never handing the reading to another goroutine:
-	// a slow handler then holds up the calls behind it.
+	// a slow handler then holds up the calls behind it. Streamed
+	// requests are bounded apart, by the same number: their handlers wait
+	// for chunks only the connection's reader brings, so the reader cannot
+	// wait for them; one past the bound is refused at once, with
+	// CodeTooManyStreams.
 	MaxConcurrent int
 	// MaxBody bounds the bodies this cell accepts in one frame; 0 means
 	// DefaultMaxBody, and bounds under 4096 bytes are raised to it.
@@ -222,7 +230,8 @@ type server struct {
 	hctx    context.Context // handlers' ctx; cancelled when the drain's grace ends
 	hcancel context.CancelFunc
 	work    sync.WaitGroup // tracked handlers
-	slots   *slots         // one per running handler
+	slots   *slots         // one per running handler but a stream's
+	streams atomic.Int64   // streams' handlers running
 
 	hardStop chan struct{} // closed when the grace period is over
 	watch    *handoffWatch
@@ -391,7 +400,8 @@ type serverConn struct {
 	mu      sync.Mutex // guards ready and sentGoAway
 	ready   bool
 	sentGA  bool
-	streams map[uint64]*streamBody // the current reader's only
+	streams map[uint64]*streamBody // the current reader's only; nil: refused
+	refused int                    // nil entries in streams
 
 	// The hand-off of the reading (read, watchHandler).
 	turn    atomic.Uint64 // the reader's turn and the handling bit
@@ -441,7 +451,9 @@ func (sc *serverConn) serve() {
 // finish is the connection's end, run by its last reader.
 func (sc *serverConn) finish() {
 	for _, st := range sc.streams {
-		st.end(ErrTruncated)
+		if st != nil {
+			st.end(ErrTruncated)
+		}
 	}
 	sc.srv.mu.Lock()
 	delete(sc.srv.conns, sc)
@@ -507,10 +519,7 @@ func (sc *serverConn) read(turn uint64) {
 			sc.end()
 			return
 		}
-		if held && (f.kind != kindRequest && f.kind != kindNotify || f.flags&flagStream != 0) {
-			sc.release() // a stream's handler takes a slot of its own
-			held = false
-		}
+		more := ch.buffered() // read while this goroutine still is the reader
 		switch {
 		case f.kind == kindData:
 			st, ok := sc.streams[f.id]
@@ -518,6 +527,13 @@ func (sc *serverConn) read(turn uint64) {
 				sc.srv.log.Warn("closing connection after data for no open stream", "id", f.id)
 				sc.end()
 				return
+			}
+			if st == nil { // a refused stream's: dropped
+				if f.flags&flagEnd != 0 {
+					delete(sc.streams, f.id)
+					sc.refused--
+				}
+				continue
 			}
 			if !st.push(f.body, sc.srv.hardStop) {
 				sc.end()
@@ -534,17 +550,20 @@ func (sc *serverConn) read(turn uint64) {
 				sc.end()
 				return
 			}
+			if !sc.srv.openStream() {
+				if !sc.refuseStream(f.id) {
+					sc.end()
+					return
+				}
+				continue
+			}
 			st := newStreamBody(sc.srv.hctx)
 			sc.streams[f.id] = st
 			st.push(f.body, sc.srv.hardStop)
-			if !sc.acquire() {
-				sc.end() // the grace period is over; shutdown closes the connection
-				return
-			}
 			sc.srv.track()
 			go func() {
-				sc.run(f, st, false)
-				sc.release()
+				sc.run(f, st, false, false)
+				sc.srv.streams.Add(-1)
 				sc.srv.untrack()
 			}()
 			continue
@@ -562,8 +581,8 @@ func (sc *serverConn) read(turn uint64) {
 			return
 		}
 		if inline {
-			sc.run(f, nil, true)
-			if held = ch.buffered(); !held {
+			sc.run(f, nil, true, more)
+			if held = more; !held {
 				sc.release()
 			}
 			continue // a failed reply fails the next flush or read: end
@@ -571,7 +590,7 @@ func (sc *serverConn) read(turn uint64) {
 		sc.handled.Add(1)
 		sc.turn.Store(turn<<1 | handling)
 		sc.srv.watch.busy()
-		ok := sc.run(f, nil, true)
+		ok := sc.run(f, nil, true, more)
 		sc.release()
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
@@ -635,6 +654,40 @@ func (sc *serverConn) end() {
 	sc.finish()
 }
 
+// openStream counts a stream's handler in, unless MaxConcurrent of them
+// run already. Stream handlers take no slot: one waits for its chunks,
+// which only the connection's reader delivers, and a reader waiting for a
+// slot such a handler held would wait for good. So a stream over the bound
+// is refused rather than waited for.
+func (srv *server) openStream() bool {
+	if srv.streams.Add(1) > int64(srv.opts.MaxConcurrent) {
+		srv.streams.Add(-1)
+		return false
+	}
+	return true
+}
+
+// maxRefusedStreams bounds the refused streams of one connection whose
+// chunks are still being dropped.
+const maxRefusedStreams = 64
+
+// refuseStream answers a stream over the bound with CodeTooManyStreams
+// and drops its chunks as they come; false means the connection ends (its
+// write failed, or it has too many refused streams still sending).
+func (sc *serverConn) refuseStream(id uint64) bool {
+	if sc.refused++; sc.refused > maxRefusedStreams {
+		sc.srv.log.Warn("closing connection that keeps sending refused streams", "refused", sc.refused)
+		return false
+	}
+	sc.streams[id] = nil
+	msg := fmt.Sprintf("this cell runs at most %d streamed requests at once", sc.srv.opts.MaxConcurrent)
+	if err := sc.ch.send(noAbort, header{kind: kindError, id: id}, CodeTooManyStreams, []byte(msg)); err != nil {
+		sc.srv.log.Debug("write reply", "err", err)
+		return false
+	}
+	return true
+}
+
 // acquire takes a handler slot, waiting for one; false once the grace
 // period is over. release gives it back.
 func (sc *serverConn) acquire() bool { return sc.srv.slots.take(sc.srv.hardStop) }
@@ -679,10 +732,12 @@ func (s *slots) give(stop <-chan struct{}) {
 	}
 }
 
-// run handles one request (st is its stream, or nil) and replies. With
-// hold the reply waits in the queue for the reader's next flush. False
-// means the connection failed.
-func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
+// run handles one request (st is its stream, or nil) and replies; onReader
+// says it runs on the connection's reader. With hold the reply waits in the
+// queue for the reader's next flush, to go out with the replies to the
+// frames already buffered; without, it goes at once. False means the
+// connection failed.
+func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool) bool {
 	var body []byte
 	var err error
 	switch {
@@ -714,7 +769,7 @@ func (sc *serverConn) run(f frame, st *streamBody, hold bool) bool {
 		code, msg := errorParts(err)
 		h, name, body = header{kind: kindError, id: f.id}, code, []byte(msg)
 	}
-	if hold && len(body) > copyLimit {
+	if onReader && len(body) > copyLimit {
 		// Written from the handler's slice, for as long as the caller
 		// takes to read it: let another goroutine read meanwhile, so
 		// that the next request comes in while this reply goes out.

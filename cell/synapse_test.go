@@ -314,6 +314,51 @@ func TestSynapseStreams(t *testing.T) {
 	}
 }
 
+// TestSynapseStreamBound: a stream whose handler waits for chunks holds no
+// handler slot, so calls on the same connection still run with
+// MaxConcurrent 1; a second stream past the bound is refused at once, and
+// the first completes.
+func TestSynapseStreamBound(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 1}), dialOpts(j)...)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pr, pw := io.Pipe()
+		first := make([]byte, streamChunk) // one whole chunk: the request goes out with it
+		sum := sha256.New()
+		sum.Write(first)
+		sum.Write([]byte("tail"))
+		done := make(chan error, 1)
+		go func() {
+			got, err := c.CallStream(ctx, "sum", pr)
+			if want := fmt.Sprintf("%d %x", len(first)+4, sum.Sum(nil)); err == nil && string(got) != want {
+				err = fmt.Errorf("first stream = %q, want %q", got, want)
+			}
+			done <- err
+		}()
+		if _, err := pw.Write(first); err != nil {
+			t.Fatal(err)
+		}
+		// The stream is open and its handler waits for the rest. A call gets
+		// through beside it (a handler slot held by the stream would stop it).
+		if got, err := c.Call(ctx, "echo", []byte("beside")); err != nil || string(got) != "beside" {
+			t.Fatalf("call beside an open stream = %q, %v", got, err)
+		}
+		_, err := c.CallStream(ctx, "sum", bytes.NewReader(make([]byte, 3*streamChunk)))
+		if !errors.Is(err, &RemoteError{Code: CodeTooManyStreams}) {
+			t.Fatalf("stream past the bound: %v, want %s", err, CodeTooManyStreams)
+		}
+		pw.Write([]byte("tail"))
+		pw.Close()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Call(ctx, "echo", []byte("after")); err != nil || string(got) != "after" {
+			t.Fatalf("call after the streams = %q, %v", got, err)
+		}
+	})
+}
+
 func TestSynapseConcurrentCalls(t *testing.T) {
 	transports(t, func(t *testing.T, j bool) {
 		c := dialTemp(t, serveTemp(t, &synapseHandler{}, ServeOptions{Junction: true, MaxConcurrent: 8}), dialOpts(j)...)
