@@ -381,14 +381,22 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 	return nl, nil
 }
 
+// calls holds calls that ended with their reply, for reuse: then nothing
+// refers to them any more (they are out of pending and waiters, and their
+// rep is drained), and a call costs no allocation.
+var calls = sync.Pool{New: func() any { return &call{rep: make(chan frame, 1)} }}
+
 func (l *link) register() (*call, error) {
-	cl := &call{rep: make(chan frame, 1)}
+	cl := calls.Get().(*call)
+	cl.answered, cl.waiting, cl.prev, cl.next = false, false, nil, nil
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.goaway.Load() {
+		calls.Put(cl)
 		return nil, errGoAway
 	}
 	if l.err != nil {
+		calls.Put(cl)
 		return nil, l.err
 	}
 	if !l.reading && len(l.pending) > 0 {
@@ -408,6 +416,7 @@ func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 	}
+	calls.Put(cl)
 	return reply(method, f)
 }
 
