@@ -78,7 +78,16 @@ type largeFrame struct {
 	seq uint64
 }
 
+// sendBuffer is the send buffer asked of a connection's socket (the kernel
+// caps it at net.core.wmem_max): a Unix stream socket holds only what its
+// sender's buffer allows in flight, about 200 KiB by default, so that a
+// 1 MiB body would cross it in several turns of both sides.
+const sendBuffer = 1 << 20
+
 func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		uc.SetWriteBuffer(sendBuffer) // a smaller buffer only costs turns
+	}
 	ch := &channel{nc: nc, r: nc, rd: newFrameReader(maxIn), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close, run: -1}
 	ch.wcond.L = &ch.wmu
 	ch.out = func(b net.Buffers) error {

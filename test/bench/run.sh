@@ -52,7 +52,7 @@ function row(label, b, x, base, unit, scale) {
 END {
 	printf "\n%-44s %12s %12s %8s\n", "synapse (64 B bodies unless noted)", "subject", "baseline", "ratio"
 	row("RTT us: sdk vs raw UDS ping-pong", "RTT", "sdk", "raw", "ns/op", 1e3)
-	row("RTT us: sdk MaxConcurrent=1 vs raw UDS", "RTT", "quick", "raw", "ns/op", 1e3)
+	row("RTT us: sdk MaxConcurrent=1, recycling vs raw", "RTT", "quick", "raw", "ns/op", 1e3)
 	row("RTT us: gRPC over UDS vs raw UDS", "RTT", "grpc", "raw", "ns/op", 1e3)
 	row("pipelined kmsg/s, 64 in flight: sdk vs raw", "Pipelined", "sdk", "raw", "msg/s", 1e3)
 	row("pipelined kmsg/s, 64 in flight: sdk vs gRPC", "Pipelined", "sdk", "grpc", "msg/s", 1e3)

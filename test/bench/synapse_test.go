@@ -443,7 +443,8 @@ func times(f func() error) func(int) error {
 }
 
 // BenchmarkSynapseRTT: one 64-byte call at a time. raw is a Go UDS
-// ping-pong; sdk the default server; quick the server with MaxConcurrent 1.
+// ping-pong; sdk the default server; quick the server with MaxConcurrent 1
+// and RecycleBodies.
 func BenchmarkSynapseRTT(b *testing.B) {
 	dir := synapseServers(b)
 	body := make([]byte, msgSize)
