@@ -211,8 +211,12 @@ func (r *ring) free(want uint64) (uint64, error) {
 }
 
 // spin says whether to keep spinning: for spinFor after the first empty look.
+// The clock is read every 256 looks and the processor yielded every 1024:
+// a yield enters the scheduler, which may wake another thread to take this
+// goroutine, and a reply that arrives meanwhile waits for all of that; a
+// peer in this process that needs our processor waits a few microseconds.
 func (r *ring) spin(spins int, deadline *time.Time) bool {
-	if spins&63 != 63 {
+	if spins&255 != 255 {
 		return true
 	}
 	now := time.Now()
@@ -222,7 +226,9 @@ func (r *ring) spin(spins int, deadline *time.Time) bool {
 	if now.After(*deadline) {
 		return false
 	}
-	runtime.Gosched() // the goroutine we wait for may need this P
+	if spins&1023 == 1023 {
+		runtime.Gosched() // the goroutine we wait for may need this P
+	}
 	return true
 }
 
