@@ -497,13 +497,16 @@ func (sc *serverConn) read(turn uint64) {
 	// while the next is already buffered, so that a batch of frames read
 	// together costs one take and one give of a slot, not one per frame.
 	held := false
+	// queued: replies this reader held back since its last flush.
+	queued := false
 	defer func() {
 		if held {
 			sc.release()
 		}
 	}()
 	for {
-		if !ch.buffered() {
+		if queued && !ch.buffered() {
+			queued = false
 			if err := ch.flush(noAbort); err != nil {
 				sc.srv.log.Debug("write reply", "err", err)
 				sc.end()
@@ -582,6 +585,7 @@ func (sc *serverConn) read(turn uint64) {
 		}
 		if inline {
 			sc.run(f, nil, true, more)
+			queued = queued || more
 			if held = more; !held {
 				sc.release()
 			}
@@ -591,6 +595,7 @@ func (sc *serverConn) read(turn uint64) {
 		sc.turn.Store(turn<<1 | handling)
 		sc.srv.watch.busy()
 		ok := sc.run(f, nil, true, more)
+		queued = queued || more
 		sc.release()
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
