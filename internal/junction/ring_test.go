@@ -24,11 +24,18 @@ func (e chanEvent) signal() error {
 // pair lays a junction's two sides over one plain byte slice.
 func pair(t testing.TB, ringSize int) (dialer, acceptor *Junction, mem []byte) {
 	t.Helper()
-	mem = make([]byte, Size(ringSize))
 	var evs [4]event
 	for i := range evs {
 		evs[i] = make(chanEvent, 1)
 	}
+	return pairWith(t, ringSize, evs)
+}
+
+// pairWith is pair with the given events: ring 0's data and space, then
+// ring 1's.
+func pairWith(t testing.TB, ringSize int, evs [4]event) (dialer, acceptor *Junction, mem []byte) {
+	t.Helper()
+	mem = make([]byte, Size(ringSize))
 	mk := func(d bool) *Junction {
 		j, err := newJunction(mem, ringSize, d, evs, func() error { return nil }, func() {
 			for _, e := range evs {

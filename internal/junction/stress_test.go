@@ -26,23 +26,11 @@ func TestWakeUpStress(t *testing.T) {
 		writes = 500
 	}
 	var sleeps [4]atomic.Int64 // per event: ring 0's data, space, ring 1's
-	mem := make([]byte, Size(MinRing))
 	var evs [4]event
 	for i := range evs {
 		evs[i] = countingEvent{make(chanEvent, 1), &sleeps[i]}
 	}
-	mk := func(dialer bool) *Junction {
-		j, err := newJunction(mem, MinRing, dialer, evs, func() error { return nil }, func() {
-			for _, e := range evs {
-				e.signal()
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
-	cli, srv := mk(true), mk(false)
+	cli, srv, _ := pairWith(t, MinRing, evs)
 
 	// pause sleeps past the peer's spin about one time in four.
 	pause := func(rng *rand.Rand) {
