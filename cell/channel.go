@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -119,15 +120,38 @@ func (ch *channel) buffered() bool { return ch.rd.complete() }
 // every later send; the caller closes the connection then. ctx ending while
 // this sender waits on a stuck write aborts the write.
 func (ch *channel) send(ctx context.Context, h header, name string, body []byte) error {
-	return ch.put(ctx, h, name, body, false)
+	return ch.put(ctx, h, name, body, writeNow)
 }
 
 // hold queues a frame with a body of at most copyLimit (a larger one it
 // sends) and returns without writing it when no write is in progress; the
 // next send or flush writes it.
 func (ch *channel) hold(ctx context.Context, h header, name string, body []byte) error {
-	return ch.put(ctx, h, name, body, len(body) <= copyLimit)
+	mode := writeNow
+	if len(body) <= copyLimit {
+		mode = holdBack
+	}
+	return ch.put(ctx, h, name, body, mode)
 }
+
+// gather is send for a sender that expects others right behind it (calls
+// from many goroutines): one that would write a small frame to a socket
+// first lets the goroutines ready to run queue theirs, so that one write
+// takes them all. Goroutines woken together by their replies run one after
+// another on a processor, and each would otherwise find no write in
+// progress and make its own.
+func (ch *channel) gather(ctx context.Context, h header, name string, body []byte) error {
+	return ch.put(ctx, h, name, body, gatherFirst)
+}
+
+// How put writes a frame.
+type putMode uint8
+
+const (
+	writeNow    putMode = iota // write it, or queue it behind the write in progress
+	holdBack                   // queue it for the next send or flush
+	gatherFirst                // as writeNow, yielding first when it would write
+)
 
 // flush writes what hold left queued.
 func (ch *channel) flush(ctx context.Context) error {
@@ -140,7 +164,7 @@ func (ch *channel) flush(ctx context.Context) error {
 	return ch.flushLocked(ctx, ch.queued)
 }
 
-func (ch *channel) put(ctx context.Context, h header, name string, body []byte, later bool) error {
+func (ch *channel) put(ctx context.Context, h header, name string, body []byte, mode putMode) error {
 	h.nameLen = uint16(len(name))
 	h.size = uint32(len(name) + len(body))
 	small := len(body) <= copyLimit
@@ -163,7 +187,7 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	copy(ch.enc[at+headerLen:], name)
 	if small {
 		copy(ch.enc[at+headerLen+len(name):], body)
-		if !later && !ch.flushing && len(ch.queue) == 0 && ch.tryOut != nil {
+		if mode != holdBack && !ch.flushing && len(ch.queue) == 0 && ch.tryOut != nil {
 			// Nothing is queued or being written: every frame so far
 			// is written, and so is this one once tryOut takes it.
 			wrote, err := ch.tryOut(ch.enc[at : at+n])
@@ -194,7 +218,14 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 		ch.queue = append(ch.queue, body)
 		ch.run = -1
 	}
-	if !ch.flushing && !later {
+	if !ch.flushing && mode != holdBack {
+		if mode == gatherFirst && small {
+			// The writer's role is taken: senders meanwhile only queue.
+			ch.flushing = true
+			ch.wmu.Unlock()
+			runtime.Gosched()
+			ch.wmu.Lock()
+		}
 		return ch.flushLocked(ctx, mine)
 	}
 	if small {

@@ -225,14 +225,18 @@ func (c *Conn) Call(ctx context.Context, method string, body []byte) ([]byte, er
 		if len(body) > l.ch.maxOut {
 			return nil, fmt.Errorf("call %s %s: %w: %d bytes, the limit is %d", c.name, method, ErrTooLarge, len(body), l.ch.maxOut)
 		}
-		cl, err := l.register()
+		cl, others, err := l.register()
 		if errors.Is(err, errGoAway) {
 			continue // a fresh link takes it
 		}
 		if err != nil {
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		if err := l.ch.send(ctx, header{kind: kindRequest, id: cl.id}, method, body); err != nil {
+		send := l.ch.send
+		if others {
+			send = l.ch.gather
+		}
+		if err := send(ctx, header{kind: kindRequest, id: cl.id}, method, body); err != nil {
 			l.forget(cl.id)
 			l.fail(fmt.Errorf("write: %w", err))
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
@@ -280,7 +284,7 @@ func (c *Conn) CallStream(ctx context.Context, method string, r io.Reader) ([]by
 		if l, err = c.link(ctx); err != nil {
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		cl, err = l.register()
+		cl, _, err = l.register()
 		if errors.Is(err, errGoAway) {
 			continue
 		}
@@ -386,18 +390,20 @@ func (c *Conn) link(ctx context.Context) (*link, error) {
 // rep is drained), and a call costs no allocation.
 var calls = sync.Pool{New: func() any { return &call{rep: make(chan frame, 1)} }}
 
-func (l *link) register() (*call, error) {
-	cl := calls.Get().(*call)
+// register adds a call to the link; others says whether other calls are
+// in flight beside it.
+func (l *link) register() (cl *call, others bool, err error) {
+	cl = calls.Get().(*call)
 	cl.answered, cl.waiting, cl.prev, cl.next = false, false, nil, nil
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.goaway.Load() {
 		calls.Put(cl)
-		return nil, errGoAway
+		return nil, false, errGoAway
 	}
 	if l.err != nil {
 		calls.Put(cl)
-		return nil, l.err
+		return nil, false, l.err
 	}
 	if !l.reading && len(l.pending) > 0 {
 		// Replies to the calls in flight may fill the connection while
@@ -408,7 +414,7 @@ func (l *link) register() (*call, error) {
 	cl.id = l.nextID
 	l.nextID++
 	l.pending[cl.id] = cl
-	return cl, nil
+	return cl, len(l.pending) > 1, nil
 }
 
 func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]byte, error) {
