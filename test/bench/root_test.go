@@ -143,6 +143,7 @@ func BenchmarkRootTeardown50(b *testing.B) {
 	var rootNs, bareNs time.Duration
 	round := func() {
 		b.StopTimer()
+		waitForKeys(b, teardownCells+10)
 		s := startRoot(b, filepath.Join(binDir(b), "cellroot"), al)
 		ctx := context.Background()
 		for i := range teardownCells {
@@ -213,4 +214,36 @@ func below(pid int) []int {
 		}
 	}
 	return out
+}
+
+// waitForKeys waits until the kernel's key quota leaves room for n more
+// keys of this user. Every bwrap cell holds a fresh session keyring, and
+// the keyrings of sandboxes that just ended count until the kernel
+// collects them, which the spawns before this one can leave it behind on.
+func waitForKeys(b *testing.B, n int) {
+	b.Helper()
+	uid := strconv.Itoa(os.Getuid()) + ":"
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		data, err := os.ReadFile("/proc/key-users")
+		if err != nil {
+			b.Fatalf("read the key quota: %v", err)
+		}
+		used, max := 0, 0
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 4 && f[0] == uid {
+				fmt.Sscanf(f[3], "%d/%d", &used, &max)
+			}
+		}
+		if max == 0 || used+n <= max { // no line: this user holds no keys
+			return
+		}
+		if n > max {
+			b.Fatalf("kernel.keys.maxkeys is %d; %d cells need more (raise the sysctl)", max, n)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d keys still held after 2 minutes; %d cells need %d", used, max, n, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
