@@ -26,6 +26,8 @@ var bodyPools [maxPooledShift - minPooledShift + 1]sync.Pool
 // [Conn.Call], or a request body a handler received), so that a later
 // frame of about its size is read into it instead of fresh memory. Nothing
 // may use b, or any slice of it, afterwards: a later message overwrites it.
+// A cell serving with ServeOptions.RecycleBodies recycles its request
+// bodies itself: its handlers must not.
 // Recycling is never needed; it pays for bodies of 4 KiB and more, received
 // often. Slices under 4 KiB are left to the collector.
 func Recycle(b []byte) {
