@@ -279,17 +279,23 @@ func (r *ring) write(bufs [][]byte) error {
 	return nil
 }
 
-// tryWrite copies b into the ring and publishes it when there is room for
-// all of it now; it never waits.
-func (r *ring) tryWrite(b []byte) (bool, error) {
+// tryWrite copies all of bufs into the ring and publishes them when there
+// is room for all of them now; it never waits.
+func (r *ring) tryWrite(bufs [][]byte) (bool, error) {
 	if r.closed.Load() {
 		return false, ErrClosed
 	}
-	if free, err := r.free(uint64(len(b))); err != nil || free < uint64(len(b)) {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	if free, err := r.free(uint64(n)); err != nil || free < uint64(n) {
 		return false, err
 	}
-	r.copyIn(b)
-	r.pos += uint64(len(b))
+	for _, b := range bufs {
+		r.copyIn(b)
+		r.pos += uint64(len(b))
+	}
 	r.publish()
 	return true, nil
 }
@@ -356,20 +362,26 @@ const (
 type Junction struct {
 	in, out *ring
 	closed  atomic.Bool
-	// sawTail is our outbound ring's tail as Read last saw it (guarded by
-	// rd): whether we wrote since then.
-	sawTail uint64
 
 	// One guard per direction: a Read holds rd and a Write holds wr while
 	// they use the mapping, and Close takes both before it unmaps. Apart,
 	// and each on its own cache lines, so that the reading and the writing
 	// goroutine of a process write no line in common: a single lock's
 	// reader count bounced between their cores at every call.
-	_  [128]byte
-	rd sync.Mutex
-	_  [128]byte
-	wr sync.Mutex
-	_  [128]byte
+	//
+	// sent is our outbound position as the last Write left it (stored
+	// under wr), and sawSent its value when Read last looked (guarded by
+	// rd): whether we wrote since then. Our own copy on the heap, not our
+	// tail read back from the mapping: the peer, spinning on that word,
+	// takes its cache line away after each publication, and loading it
+	// back cost a cross-core miss on every Read.
+	_       [128]byte
+	rd      sync.Mutex
+	sawSent uint64
+	_       [128]byte
+	wr      sync.Mutex
+	sent    atomic.Uint64
+	_       [128]byte
 
 	release func() error // unmaps and closes the files
 	wake    func()       // wakes our own sleepers so that they see closed
@@ -408,11 +420,9 @@ func (j *Junction) Read(p []byte) (int, error) {
 	if j.closed.Load() {
 		return 0, ErrClosed
 	}
-	// Our own tail read back from the mapping, as a hint only: a peer that
-	// scribbles on it changes how soon we look for its bytes, nothing else.
-	tail := atomic.LoadUint64(j.out.word(offTail))
-	wrote := tail != j.sawTail
-	j.sawTail = tail
+	sent := j.sent.Load()
+	wrote := sent != j.sawSent
+	j.sawSent = sent
 	return j.in.read(p, wrote)
 }
 
@@ -443,16 +453,24 @@ func (j *Junction) WriteBuffers(bufs [][]byte) error {
 	if j.closed.Load() {
 		return ErrClosed
 	}
-	return j.out.write(bufs)
+	err := j.out.write(bufs)
+	j.sent.Store(j.out.pos)
+	return err
 }
 
-// TryWrite writes b whole if the ring has room for it now, and reports
-// whether it did; it never waits for space. It is a Write as far as
-// serialising goes.
-func (j *Junction) TryWrite(b []byte) (bool, error) {
-	j.wr.Lock()
-	defer j.wr.Unlock()
-	return j.out.tryWrite(b)
+// TryWrite writes all of bufs if the ring has room for them now and no
+// other Write holds it, and reports whether it did; it never waits, for
+// space or for that Write. It is a Write as far as serialising goes.
+func (j *Junction) TryWrite(bufs [][]byte) (bool, error) {
+	if !j.wr.TryLock() {
+		return false, nil
+	}
+	wrote, err := j.out.tryWrite(bufs)
+	if wrote {
+		j.sent.Store(j.out.pos)
+	}
+	j.wr.Unlock()
+	return wrote, err
 }
 
 // Close wakes any Read or Write (they fail with ErrClosed), then unmaps the

@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 // chanEvent is an in-process event for testing the ring logic.
@@ -114,26 +117,67 @@ func TestRingScribbledIndices(t *testing.T) {
 func TestTryWrite(t *testing.T) {
 	d, a, mem := pair(t, MinRing)
 	big := bytes.Repeat([]byte{7}, MinRing-10)
-	if ok, err := d.TryWrite(big); !ok || err != nil {
+	if ok, err := d.TryWrite([][]byte{big}); !ok || err != nil {
 		t.Fatalf("TryWrite into an empty ring = %v, %v", ok, err)
 	}
-	if ok, err := d.TryWrite(make([]byte, 11)); ok || err != nil {
+	if ok, err := d.TryWrite([][]byte{make([]byte, 11)}); ok || err != nil {
 		t.Fatalf("TryWrite past the free space = %v, %v; want false, nil", ok, err)
 	}
 	got := make([]byte, len(big))
 	if _, err := io.ReadFull(a, got); err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("read back: %v", err)
 	}
-	if ok, err := d.TryWrite([]byte("after")); !ok || err != nil {
+	if ok, err := d.TryWrite([][]byte{[]byte("af"), nil, []byte("ter")}); !ok || err != nil {
 		t.Fatalf("TryWrite once the ring drained = %v, %v", ok, err)
 	}
+	got = make([]byte, 5)
+	if _, err := io.ReadFull(a, got); err != nil || string(got) != "after" {
+		t.Fatalf("read back %q, %v; want the buffers in order", got, err)
+	}
 	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
-	if _, err := d.TryWrite(big); !errors.Is(err, ErrCorrupt) {
+	if _, err := d.TryWrite([][]byte{big}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("TryWrite with head past tail: %v, want ErrCorrupt", err)
 	}
 	d.Close()
-	if _, err := d.TryWrite([]byte("x")); !errors.Is(err, ErrClosed) {
+	if _, err := d.TryWrite([][]byte{[]byte("x")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("TryWrite after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestTryWriteBesideWrite: a TryWrite while a Write waits for space gives
+// way at once; it neither waits for that Write nor slips its bytes into
+// the middle of the Write's.
+func TestTryWriteBesideWrite(t *testing.T) {
+	d, a, mem := pair(t, MinRing)
+	long := bytes.Repeat([]byte{7}, 2*MinRing)
+	wrote := make(chan error, 1)
+	go func() { wrote <- d.WriteBuffers([][]byte{long}) }()
+	// The Write has filled the ring and waits for space, holding it.
+	for atomic.LoadUint64((*uint64)(unsafe.Pointer(&mem[offTail]))) != MinRing {
+		runtime.Gosched()
+	}
+	tried := make(chan error, 1)
+	go func() {
+		ok, err := d.TryWrite([][]byte{[]byte("x")})
+		if ok {
+			err = errors.New("TryWrite wrote into a ring another Write holds")
+		}
+		tried <- err
+	}()
+	select {
+	case err := <-tried:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryWrite waited for the Write in progress")
+	}
+	got := make([]byte, len(long))
+	if _, err := io.ReadFull(a, got); err != nil || !bytes.Equal(got, long) {
+		t.Fatalf("the Write's bytes came back changed: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }
 
