@@ -7,12 +7,19 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/cellproject/cell/internal/junction"
 )
 
 // copyLimit is the largest body send copies into its frame buffer; larger
 // bodies are written from the caller's slice, and send waits for that write.
 const copyLimit = 32 << 10
+
+// maxDirect is the largest frame a sender on an idle junction writes into
+// the ring itself (see channel.junc).
+const maxDirect = 512
 
 // maxSpareEnc bounds the encode buffer a channel keeps between writes, so
 // that one burst of queued frames does not pin its memory for good.
@@ -31,7 +38,7 @@ const maxSpareEnc = 256 << 10
 // keep it from reading its own reply while they crawl out, it stops before
 // another sender's large frame once its own is written, and that sender
 // takes over. A reader with more frames buffered may hold its small frames
-// back (hold) and write them all at once (flush) before it reads again.
+// back (holdBack) and write them all at once (flush) before it reads again.
 type channel struct {
 	nc     net.Conn
 	r      io.Reader    // nc, or a junction's inbound ring
@@ -39,12 +46,18 @@ type channel struct {
 	maxIn  int          // bodies we accept
 	maxOut int          // bodies the peer accepts, from its preface
 	out    func(net.Buffers) error
-	// tryOut, where not nil, writes one frame at once when that cannot
-	// wait (a ring with room for it), and reports whether it did: a
-	// junction's sender with nothing queued ahead writes its frame itself
-	// under wmu, with no queue and no flusher.
-	tryOut func([]byte) (bool, error)
-	abort  func() // makes a stuck write fail (the connection is lost then)
+	// junc is the gap junction the channel runs over, or nil. A sender
+	// on a junction that finds the channel idle writes a frame of at most
+	// maxDirect bytes into the ring itself, without wmu, when the ring has
+	// room and no other write holds it: no queue, no flusher, no lock of
+	// ours.
+	junc *junction.Junction
+	// idle is set while nothing is queued or being written and no write
+	// has failed (kept under wmu, read without it; junctions only): every
+	// frame queued so far is written, so a frame written straight into the
+	// ring overtakes none that its sender sent before.
+	idle  atomic.Bool
+	abort func() // makes a stuck write fail (the connection is lost then)
 	// interrupt with on set makes the read in progress, and later ones,
 	// fail with os.ErrDeadlineExceeded (keeping what arrived) until it is
 	// called with on cleared: how a link takes the read role back.
@@ -123,37 +136,26 @@ func (ch *channel) send(ctx context.Context, h header, name string, body []byte)
 	return ch.put(ctx, h, name, body, writeNow)
 }
 
-// hold queues a frame with a body of at most copyLimit (a larger one it
-// sends) and returns without writing it when no write is in progress; the
-// next send or flush writes it.
-func (ch *channel) hold(ctx context.Context, h header, name string, body []byte) error {
-	mode := writeNow
-	if len(body) <= copyLimit {
-		mode = holdBack
-	}
-	return ch.put(ctx, h, name, body, mode)
-}
-
-// gather is send for a sender that expects others right behind it (calls
-// from many goroutines): one that would write a small frame to a socket
-// first lets the goroutines ready to run queue theirs, so that one write
-// takes them all. Goroutines woken together by their replies run one after
-// another on a processor, and each would otherwise find no write in
-// progress and make its own.
-func (ch *channel) gather(ctx context.Context, h header, name string, body []byte) error {
-	return ch.put(ctx, h, name, body, gatherFirst)
-}
-
-// How put writes a frame.
+// How put writes a frame: the modes are send's, with a choice of when.
 type putMode uint8
 
 const (
-	writeNow    putMode = iota // write it, or queue it behind the write in progress
-	holdBack                   // queue it for the next send or flush
-	gatherFirst                // as writeNow, yielding first when it would write
+	// writeNow: write it, or queue it behind the write in progress.
+	writeNow putMode = iota
+	// holdBack: queue a frame with a body of at most copyLimit (a larger
+	// one goes as writeNow) and return without writing it when no write
+	// is in progress; the next send or flush writes it.
+	holdBack
+	// gatherFirst is writeNow for a sender that expects others right
+	// behind it (calls from many goroutines): one that would write a small
+	// frame to a socket first lets the goroutines ready to run queue
+	// theirs, so that one write takes them all. Goroutines woken together
+	// by their replies run one after another on a processor, and each
+	// would otherwise find no write in progress and make its own.
+	gatherFirst
 )
 
-// flush writes what hold left queued.
+// flush writes what holdBack left queued.
 func (ch *channel) flush(ctx context.Context) error {
 	ch.wmu.Lock()
 	if ch.flushing || len(ch.queue) == 0 {
@@ -168,6 +170,27 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	h.nameLen = uint16(len(name))
 	h.size = uint32(len(name) + len(body))
 	small := len(body) <= copyLimit
+	if !small && mode == holdBack {
+		mode = writeNow
+	}
+	if n := headerLen + len(name) + len(body); n <= maxDirect && mode != holdBack && ch.junc != nil && ch.idle.Load() {
+		// Encoded whole on the stack: the ring takes one copy of it,
+		// which costs less than a copy of each part.
+		var enc [maxDirect]byte
+		h.put(enc[:])
+		copy(enc[headerLen+copy(enc[headerLen:], name):], body)
+		bufs := [1][]byte{enc[:n]}
+		wrote, err := ch.junc.TryWrite(bufs[:])
+		if err != nil {
+			ch.wmu.Lock()
+			ch.failLocked(err)
+			ch.wmu.Unlock()
+			return err
+		}
+		if wrote {
+			return nil
+		}
+	}
 	n := headerLen + len(name)
 	if small {
 		n += len(body)
@@ -187,23 +210,8 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	copy(ch.enc[at+headerLen:], name)
 	if small {
 		copy(ch.enc[at+headerLen+len(name):], body)
-		if mode != holdBack && !ch.flushing && len(ch.queue) == 0 && ch.tryOut != nil {
-			// Nothing is queued or being written: every frame so far
-			// is written, and so is this one once tryOut takes it.
-			wrote, err := ch.tryOut(ch.enc[at : at+n])
-			if wrote || err != nil {
-				ch.enc = ch.enc[:at]
-				ch.queued++
-				ch.written = ch.queued
-				if err != nil {
-					ch.werr = err
-					ch.wcond.Broadcast()
-				}
-				ch.wmu.Unlock()
-				return err
-			}
-		}
 	}
+	ch.idle.Store(false)
 	if ch.run < 0 || !small {
 		// A large frame's header opens an entry of its own, so that a
 		// flusher can stop just before it.
@@ -300,11 +308,24 @@ func (ch *channel) flushLocked(ctx context.Context, mine uint64) error {
 		}
 	}
 	ch.flushing = false
+	if ch.junc != nil {
+		ch.idle.Store(len(ch.queue) == 0 && ch.werr == nil)
+	}
 	err := ch.werr
 	ch.wcond.Broadcast()
 	ch.wmu.Unlock()
 	stop()
 	return err
+}
+
+// failLocked records a failed write (keeping the first): it fails every
+// later send.
+func (ch *channel) failLocked(err error) {
+	if ch.werr == nil {
+		ch.werr = err
+	}
+	ch.idle.Store(false)
+	ch.wcond.Broadcast()
 }
 
 // afterFunc is context.AfterFunc that costs nothing for a ctx that never ends.

@@ -65,7 +65,7 @@ type link struct {
 
 	mu      sync.Mutex // guards the fields below
 	nextID  uint64
-	pending map[uint64]*call
+	pending pendingCalls
 	err     error // why the link ended; set once
 	// goaway: the server asked for no new calls here. Set under mu, read
 	// without it on every call's way in.
@@ -93,6 +93,46 @@ type call struct {
 	answered   bool // its reply is on the way to rep
 	waiting    bool // in the link's waiters
 	prev, next *call
+}
+
+// pendingCalls is a link's calls in flight, by id. Ids are handed out in
+// order, so the calls in flight at once mostly have ids within a window:
+// a table indexed by the id's low bits finds them with no hashing. A call
+// whose slot an older one still holds goes in a map beside it.
+type pendingCalls struct {
+	slots [pendingSlots]*call
+	over  map[uint64]*call
+	n     int
+}
+
+const pendingSlots = 128
+
+func (p *pendingCalls) add(cl *call) {
+	if s := &p.slots[cl.id%pendingSlots]; *s == nil {
+		*s = cl
+	} else {
+		if p.over == nil {
+			p.over = make(map[uint64]*call)
+		}
+		p.over[cl.id] = cl
+	}
+	p.n++
+}
+
+// take removes and returns the call with id, if it is in flight.
+func (p *pendingCalls) take(id uint64) (*call, bool) {
+	if s := &p.slots[id%pendingSlots]; *s != nil && (*s).id == id {
+		cl := *s
+		*s = nil
+		p.n--
+		return cl, true
+	}
+	if cl, ok := p.over[id]; ok {
+		delete(p.over, id)
+		p.n--
+		return cl, true
+	}
+	return nil, false
 }
 
 // leadToken hands a waiting call the read role (no frame has kind 0).
@@ -139,7 +179,7 @@ func (c *Conn) open(ctx context.Context, nc net.Conn) (*link, error) {
 		nc.Close()
 		return nil, err
 	}
-	l := &link{ch: ch, junction: junction, nextID: 1, pending: make(map[uint64]*call), done: make(chan struct{})}
+	l := &link{ch: ch, junction: junction, nextID: 1, done: make(chan struct{})}
 	l.mu.Lock() // the timer's function takes it first
 	l.idle, l.idleSet = time.AfterFunc(idleWatch, l.watchIdle), true
 	l.mu.Unlock()
@@ -232,11 +272,11 @@ func (c *Conn) Call(ctx context.Context, method string, body []byte) ([]byte, er
 		if err != nil {
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, err)
 		}
-		send := l.ch.send
+		mode := writeNow
 		if others {
-			send = l.ch.gather
+			mode = gatherFirst
 		}
-		if err := send(ctx, header{kind: kindRequest, id: cl.id}, method, body); err != nil {
+		if err := l.ch.put(ctx, header{kind: kindRequest, id: cl.id}, method, body, mode); err != nil {
 			l.forget(cl.id)
 			l.fail(fmt.Errorf("write: %w", err))
 			return nil, fmt.Errorf("call %s %s: %w", c.name, method, ctxOr(ctx, err))
@@ -405,7 +445,7 @@ func (l *link) register() (cl *call, others bool, err error) {
 		calls.Put(cl)
 		return nil, false, l.err
 	}
-	if !l.reading && len(l.pending) > 0 {
+	if !l.reading && l.pending.n > 0 {
 		// Replies to the calls in flight may fill the connection while
 		// this one writes; unread, they would stop the cell reading this
 		// write: someone reads soon unless a call waits first.
@@ -413,8 +453,8 @@ func (l *link) register() (cl *call, others bool, err error) {
 	}
 	cl.id = l.nextID
 	l.nextID++
-	l.pending[cl.id] = cl
-	return cl, len(l.pending) > 1, nil
+	l.pending.add(cl)
+	return cl, l.pending.n > 1, nil
 }
 
 func (l *link) wait(ctx context.Context, c *Conn, method string, cl *call) ([]byte, error) {
@@ -435,8 +475,8 @@ func reply(method string, f frame) ([]byte, error) {
 
 func (l *link) forget(id uint64) {
 	l.mu.Lock()
-	delete(l.pending, id)
-	idle := l.goaway.Load() && len(l.pending) == 0
+	l.pending.take(id)
+	idle := l.goaway.Load() && l.pending.n == 0
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()
@@ -447,7 +487,7 @@ func (l *link) forget(id uint64) {
 func (l *link) closeIfIdle() {
 	l.mu.Lock()
 	l.goaway.Store(true)
-	idle := len(l.pending) == 0
+	idle := l.pending.n == 0
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()

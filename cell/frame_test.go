@@ -246,7 +246,7 @@ func TestSmallFramesDoNotAllocate(t *testing.T) {
 		if err := ch.send(ctx, header{kind: kindNotify}, "echo", body); err != nil {
 			t.Fatal(err)
 		}
-		if err := ch.hold(ctx, header{kind: kindRequest, id: 7}, "echo", body); err != nil {
+		if err := ch.put(ctx, header{kind: kindRequest, id: 7}, "echo", body, holdBack); err != nil {
 			t.Fatal(err)
 		}
 		if err := ch.flush(ctx); err != nil {

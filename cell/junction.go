@@ -102,7 +102,8 @@ func useJunction(ch *channel, j *junction.Junction) {
 	// one look at the producer's index.
 	ch.r = junctionReader{j}
 	ch.out = func(b net.Buffers) error { return j.WriteBuffers(b) }
-	ch.tryOut = j.TryWrite
+	ch.junc = j
+	ch.idle.Store(true)
 	ch.abort = func() { j.Close() }
 	ch.interrupt = j.InterruptRead
 	ch.closeFn = func() error {

@@ -88,9 +88,9 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 			l.mu.Lock()
 			if me == nil || ctx.Err() != nil {
 				if me != nil {
-					delete(l.pending, me.id)
+					l.pending.take(me.id)
 				}
-				idle := l.goaway.Load() && len(l.pending) == 0
+				idle := l.goaway.Load() && l.pending.n == 0
 				l.passLocked()
 				l.mu.Unlock()
 				if idle {
@@ -115,7 +115,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 		case kindGoAway:
 			l.mu.Lock()
 			l.goaway.Store(true)
-			idle := len(l.pending) == 0
+			idle := l.pending.n == 0
 			l.mu.Unlock()
 			if idle {
 				l.ch.close() // nothing will come; the next call redials
@@ -126,8 +126,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 			return frame{}, l.closeErr()
 		}
 		l.mu.Lock()
-		cl, ok := l.pending[f.id]
-		delete(l.pending, f.id)
+		cl, ok := l.pending.take(f.id)
 		if ok {
 			cl.answered = true
 			l.dropWaiterLocked(cl)
@@ -136,7 +135,7 @@ func (l *link) lead(ctx context.Context, me *call) (frame, error) {
 		if mine {
 			l.passLocked()
 		}
-		idle := l.goaway.Load() && len(l.pending) == 0
+		idle := l.goaway.Load() && l.pending.n == 0
 		l.mu.Unlock()
 		// A reply nobody waits for answers a call whose ctx ended: drop it.
 		if ok && !mine {
@@ -174,7 +173,7 @@ func (l *link) passLocked() {
 		return
 	}
 	l.reading = false
-	if len(l.pending) > 0 {
+	if l.pending.n > 0 {
 		l.watchSoonLocked()
 		return
 	}
@@ -227,7 +226,7 @@ func (l *link) clearYieldLocked() {
 // if it was just handed it.
 func (l *link) abandon(cl *call) {
 	l.mu.Lock()
-	delete(l.pending, cl.id)
+	l.pending.take(cl.id)
 	l.dropWaiterLocked(cl)
 	if l.leader == cl && !l.ended {
 		select {
@@ -236,7 +235,7 @@ func (l *link) abandon(cl *call) {
 		}
 		l.passLocked()
 	}
-	idle := l.goaway.Load() && len(l.pending) == 0
+	idle := l.goaway.Load() && l.pending.n == 0
 	l.mu.Unlock()
 	if idle {
 		l.ch.close()

@@ -780,11 +780,11 @@ func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool) bool {
 		// that the next request comes in while this reply goes out.
 		sc.passReading()
 	}
-	send := sc.ch.send
+	mode := writeNow
 	if hold {
-		send = sc.ch.hold
+		mode = holdBack
 	}
-	if err := send(noAbort, h, name, body); err != nil {
+	if err := sc.ch.put(noAbort, h, name, body, mode); err != nil {
 		sc.srv.log.Debug("write reply", "method", f.name, "err", err)
 		sc.ch.close()
 		return false
