@@ -407,6 +407,7 @@ type serverConn struct {
 	turn    atomic.Uint64 // the reader's turn and the handling bit
 	handled atomic.Uint64 // handlers started in line
 	seen    uint64        // handled at the watch's last look; the watch's own
+	flushed uint64        // the handler flushHeld last ran for; the watch's own
 }
 
 // goAway sends GOAWAY once the handshake is done; a connection still in its
@@ -504,6 +505,16 @@ func (sc *serverConn) read(turn uint64) {
 			sc.release()
 		}
 	}()
+	if turn > 0 {
+		// The reader before may have held replies back when its handler
+		// began: they go before this reader waits for more requests,
+		// which their caller may send only once it has them.
+		if err := ch.flush(noAbort); err != nil {
+			sc.srv.log.Debug("write reply", "err", err)
+			sc.end()
+			return
+		}
+	}
 	for {
 		if queued && !ch.buffered() {
 			queued = false
@@ -583,6 +594,19 @@ func (sc *serverConn) read(turn uint64) {
 			sc.end()
 			return
 		}
+		if inline && queued {
+			// Replies are held back: should this handler take a while,
+			// the watch writes them meanwhile (see checkHandler).
+			sc.handled.Add(1)
+			sc.turn.Store(turn<<1 | handling)
+			sc.srv.watch.busy()
+			sc.run(f, nil, true, more)
+			sc.turn.Store(turn << 1)
+			if held = more; !held {
+				sc.release()
+			}
+			continue
+		}
 		if inline {
 			sc.run(f, nil, true, more)
 			queued = queued || more
@@ -613,10 +637,12 @@ func (sc *serverConn) read(turn uint64) {
 	}
 }
 
-// checkHandler is the watch's look at the connection, once a period: it
-// starts a reader when the same handler has been running in line since the
-// last look. It reports whether the connection handled anything in line
-// since then, or still does.
+// checkHandler is the watch's look at the connection, once a period: when
+// the same handler has been running in line since the last look, it starts
+// a reader (which first writes the replies held back before that handler),
+// or with MaxConcurrent 1, which never hands the reading on, has those
+// replies written. It reports whether the connection handled anything in
+// line since then, or still does.
 func (sc *serverConn) checkHandler(handOff bool) bool {
 	n, t := sc.handled.Load(), sc.turn.Load()
 	if n != sc.seen {
@@ -626,15 +652,38 @@ func (sc *serverConn) checkHandler(handOff bool) bool {
 		return true
 	}
 	if handOff && t&handling != 0 {
-		sc.handOff(t)
+		if sc.srv.opts.MaxConcurrent == 1 {
+			sc.flushHeld(n)
+		} else {
+			sc.handOff(t)
+		}
 	}
 	return t&handling != 0
+}
+
+// flushHeld writes, from a goroutine of its own, the replies an in-line
+// reader held back before handler n, which has run since the watch's last
+// look: they would wait for it, and a caller that needs one of them before
+// it lets that handler finish would wait for good. Once per handler.
+func (sc *serverConn) flushHeld(n uint64) {
+	if sc.flushed == n {
+		return
+	}
+	sc.flushed = n
+	sc.srv.track()
+	go func() {
+		defer sc.srv.untrack()
+		if err := sc.ch.flush(noAbort); err != nil {
+			sc.srv.log.Debug("write reply", "err", err)
+			sc.ch.close()
+		}
+	}()
 }
 
 // passReading starts another reader now when a handler runs in line (not
 // with MaxConcurrent 1, which never hands off).
 func (sc *serverConn) passReading() {
-	if t := sc.turn.Load(); t&handling != 0 {
+	if t := sc.turn.Load(); t&handling != 0 && sc.srv.opts.MaxConcurrent != 1 {
 		sc.handOff(t)
 	}
 }

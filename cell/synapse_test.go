@@ -375,6 +375,77 @@ func TestSynapseConcurrentCalls(t *testing.T) {
 	})
 }
 
+// TestSynapseLongCallAmongMany: a call left waiting while hundreds of later
+// ones come and go (ids past the table of calls in flight wrap onto its
+// slot) still gets its own reply, and so does each of the others.
+func TestSynapseLongCallAmongMany(t *testing.T) {
+	transports(t, func(t *testing.T, j bool) {
+		h := &synapseHandler{release: make(chan struct{})}
+		// Slots for the four held calls, and one for the rest.
+		c := dialTemp(t, serveTemp(t, h, ServeOptions{Junction: true, MaxConcurrent: 5}), dialOpts(j)...)
+		held := make(chan error, 1)
+		go func() {
+			got, err := c.Call(context.Background(), "hold", nil)
+			if err == nil && string(got) != "held" {
+				err = fmt.Errorf("the held call got %q", got)
+			}
+			held <- err
+		}()
+		// Some of these are in flight beside another long one, so that a
+		// slot is taken when its next id comes round too.
+		for i := range 3 * pendingSlots {
+			if i%pendingSlots == 1 {
+				go c.Call(context.Background(), "hold", nil)
+			}
+			want := strconv.Itoa(i)
+			if got, err := c.Call(context.Background(), "echo", []byte(want)); err != nil || string(got) != want {
+				t.Fatalf("call %d: %q, %v", i, got, err)
+			}
+		}
+		close(h.release)
+		if err := waitErr(t, held, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestSynapseReplyNotHeldBehindHandler: two requests arriving in one read,
+// a quick one and one whose handler waits until its caller has the quick
+// one's reply. The quick reply, held back to go out with the next, must not
+// wait for that handler, whether the cell hands the reading on or runs
+// every handler in line (MaxConcurrent 1).
+func TestSynapseReplyNotHeldBehindHandler(t *testing.T) {
+	for _, mc := range []int{1, 4} {
+		t.Run(fmt.Sprintf("MaxConcurrent=%d", mc), func(t *testing.T) {
+			h := &synapseHandler{release: make(chan struct{})}
+			nc, err := net.Dial("unix", serveTemp(t, h, ServeOptions{MaxConcurrent: mc}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			pre := preface{minVer: 1, maxVer: 1, maxBody: 1 << 20}.bytes()
+			nc.Write(pre[:])
+			if _, err := io.ReadFull(nc, pre[:]); err != nil {
+				t.Fatalf("server preface: %v", err)
+			}
+			both := append(rawFrame(6, kindRequest, 0, 4, 1, "echohi"), rawFrame(4, kindRequest, 0, 4, 2, "hold")...)
+			if _, err := nc.Write(both); err != nil {
+				t.Fatal(err)
+			}
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got := make([]byte, headerLen+2)
+			_, err = io.ReadFull(nc, got)
+			close(h.release)
+			if err != nil {
+				t.Fatalf("the quick reply waited for the handler after it: %v", err)
+			}
+			if hd, _ := parseHeader(got[:headerLen], 1<<20); hd.kind != kindReply || hd.id != 1 || string(got[headerLen:]) != "hi" {
+				t.Fatalf("first reply %+v %q, want id 1 \"hi\"", hd, got[headerLen:])
+			}
+		})
+	}
+}
+
 func TestSynapseBoundedConcurrency(t *testing.T) {
 	h := &synapseHandler{release: make(chan struct{})}
 	var running, peak atomic.Int32
