@@ -195,7 +195,14 @@ func (r *ring) available() (uint64, error) {
 }
 
 // free is the space to write, at least want bytes if the ring has them,
-// loading the consumer's head only when the one seen last leaves less.
+// loading the consumer's head only when the one seen last leaves less. A
+// look at head that finds under a refill's worth free reports none: a
+// producer that writes again at the first free bytes then trails the
+// consumer a frame at a time, and each of its looks takes head's cache
+// line from the consumer, which stores it at every read (a stream into a
+// full ring so ran at well under the rate the consumer could take). It
+// waits instead until the consumer is a stretch ahead, and then writes
+// that stretch with no look at all.
 func (r *ring) free(want uint64) (uint64, error) {
 	size := uint64(len(r.data))
 	if free := size - (r.pos - r.peer); free >= want {
@@ -207,8 +214,15 @@ func (r *ring) free(want uint64) (uint64, error) {
 		return 0, fmt.Errorf("%w: %d bytes in use in a ring of %d", ErrCorrupt, used, size)
 	}
 	r.peer = head
-	return size - used, nil
+	if free := size - used; free >= size/refill {
+		return free, nil
+	}
+	return 0, nil
 }
+
+// refill is the share of the ring (1/refill) a producer that found it full
+// waits to find free before it writes again (see free).
+const refill = 16
 
 // spin says whether to keep spinning: for spinFor after the first empty look.
 // The clock is read every 256 looks and the processor yielded every 1024:
@@ -369,19 +383,21 @@ type Junction struct {
 	// goroutine of a process write no line in common: a single lock's
 	// reader count bounced between their cores at every call.
 	//
-	// sent is our outbound position as the last Write left it (stored
-	// under wr), and sawSent its value when Read last looked (guarded by
-	// rd): whether we wrote since then. Our own copy on the heap, not our
+	// wrote is set by a Write and cleared by the next Read: whether we
+	// wrote since our last read. A flag of our own on the heap, not our
 	// tail read back from the mapping: the peer, spinning on that word,
 	// takes its cache line away after each publication, and loading it
-	// back cost a cross-core miss on every Read.
-	_       [128]byte
-	rd      sync.Mutex
-	sawSent uint64
-	_       [128]byte
-	wr      sync.Mutex
-	sent    atomic.Uint64
-	_       [128]byte
+	// back cost a cross-core miss on every Read. Each side stores it only
+	// to change it, so that a stream of writes, or of reads, costs a load
+	// each; a Write that finds it set just as a Read clears it leaves it
+	// clear, which only makes that Read's wait start quietly (waitData):
+	// it is a hint.
+	_     [128]byte
+	rd    sync.Mutex
+	_     [128]byte
+	wr    sync.Mutex
+	wrote atomic.Bool
+	_     [128]byte
 
 	release func() error // unmaps and closes the files
 	wake    func()       // wakes our own sleepers so that they see closed
@@ -420,9 +436,10 @@ func (j *Junction) Read(p []byte) (int, error) {
 	if j.closed.Load() {
 		return 0, ErrClosed
 	}
-	sent := j.sent.Load()
-	wrote := sent != j.sawSent
-	j.sawSent = sent
+	wrote := j.wrote.Load()
+	if wrote {
+		j.wrote.Store(false)
+	}
 	return j.in.read(p, wrote)
 }
 
@@ -454,8 +471,14 @@ func (j *Junction) WriteBuffers(bufs [][]byte) error {
 		return ErrClosed
 	}
 	err := j.out.write(bufs)
-	j.sent.Store(j.out.pos)
+	j.noteWrite()
 	return err
+}
+
+func (j *Junction) noteWrite() {
+	if !j.wrote.Load() {
+		j.wrote.Store(true)
+	}
 }
 
 // TryWrite writes all of bufs if the ring has room for them now and no
@@ -467,7 +490,7 @@ func (j *Junction) TryWrite(bufs [][]byte) (bool, error) {
 	}
 	wrote, err := j.out.tryWrite(bufs)
 	if wrote {
-		j.sent.Store(j.out.pos)
+		j.noteWrite()
 	}
 	j.wr.Unlock()
 	return wrote, err

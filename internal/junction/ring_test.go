@@ -134,6 +134,23 @@ func TestTryWrite(t *testing.T) {
 	if _, err := io.ReadFull(a, got); err != nil || string(got) != "after" {
 		t.Fatalf("read back %q, %v; want the buffers in order", got, err)
 	}
+	// A full ring that drains a little takes nothing until a refill's
+	// worth is free, then takes it at once.
+	if ok, err := d.TryWrite([][]byte{make([]byte, MinRing-5)}); !ok || err != nil {
+		t.Fatalf("TryWrite filling the ring = %v, %v", ok, err)
+	}
+	if _, err := io.ReadFull(a, make([]byte, 20)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := d.TryWrite([][]byte{make([]byte, 10)}); ok || err != nil {
+		t.Fatalf("TryWrite with %d bytes free = %v, %v; want false until %d are", 20, ok, err, MinRing/refill)
+	}
+	if _, err := io.ReadFull(a, make([]byte, MinRing/refill)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := d.TryWrite([][]byte{make([]byte, 10)}); !ok || err != nil {
+		t.Fatalf("TryWrite once a refill's worth is free = %v, %v", ok, err)
+	}
 	binary.LittleEndian.PutUint64(mem[offHead:], 1<<40)
 	if _, err := d.TryWrite([][]byte{big}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("TryWrite with head past tail: %v, want ErrCorrupt", err)
