@@ -609,7 +609,7 @@ func (sc *serverConn) read(turn uint64) {
 		}
 		if inline {
 			sc.run(f, nil, true, more)
-			queued = queued || more
+			queued = queued || more && f.kind == kindRequest // a reply held back
 			if held = more; !held {
 				sc.release()
 			}
@@ -619,7 +619,7 @@ func (sc *serverConn) read(turn uint64) {
 		sc.turn.Store(turn<<1 | handling)
 		sc.srv.watch.busy()
 		ok := sc.run(f, nil, true, more)
-		queued = queued || more
+		queued = queued || more && f.kind == kindRequest
 		sc.release()
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
