@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/cellproject/cell/internal/linuxproc"
@@ -33,9 +34,28 @@ func sysProcAttr() *syscall.SysProcAttr {
 // kernel rejects an empty one; only a NULL name means "anonymous".
 func joinNewSessionKeyring() error {
 	if _, _, e := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); e != 0 {
+		if e == unix.EDQUOT {
+			return fmt.Errorf("join a new session keyring: %w: this user's kernel key quota is used up (%s keys); "+
+				"each sandboxed cell holds a keyring, and those of cells that just exited count until the kernel collects them: "+
+				"try again in a moment, or raise the quota (as root: sysctl -w kernel.keys.maxkeys=2000)", e, maxKeys())
+		}
 		return fmt.Errorf("join a new session keyring: %w", e)
 	}
 	return nil
+}
+
+// maxKeys is this user's key quota as the kernel reports it (root has a
+// quota of its own).
+func maxKeys() string {
+	file := "/proc/sys/kernel/keys/maxkeys"
+	if os.Geteuid() == 0 {
+		file = "/proc/sys/kernel/keys/root_maxkeys"
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // waitExit blocks until pid has exited, leaving it unreaped (WNOWAIT) so its
