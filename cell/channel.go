@@ -17,13 +17,9 @@ import (
 // bodies are written from the caller's slice, and send waits for that write.
 const copyLimit = 32 << 10
 
-// maxDirect is the largest frame a sender on an idle junction encodes
-// whole on its stack before the ring takes it (see channel.put).
+// maxDirect is the largest frame a sender on an idle junction writes into
+// the ring itself (see channel.junc).
 const maxDirect = 512
-
-// A header and the longest name fit in maxDirect (this fails to compile
-// otherwise): put's stack encoding relies on it.
-var _ [maxDirect - headerLen - maxMethod]byte
 
 // maxSpareEnc bounds the encode buffer a channel keeps between writes, so
 // that one burst of queued frames does not pin its memory for good.
@@ -51,9 +47,10 @@ type channel struct {
 	maxOut int          // bodies the peer accepts, from its preface
 	out    func(net.Buffers) error
 	// junc is the gap junction the channel runs over, or nil. A sender
-	// on a junction that finds the channel idle writes its small frame
-	// into the ring itself, without wmu, when the ring has room for it and
-	// no other write holds it: no queue, no flusher, no lock of ours.
+	// on a junction that finds the channel idle writes a frame of at most
+	// maxDirect bytes into the ring itself, without wmu, when the ring has
+	// room and no other write holds it: no queue, no flusher, no lock of
+	// ours.
 	junc *junction.Junction
 	// idle is set while nothing is queued or being written and no write
 	// has failed (kept under wmu, read without it; junctions only): every
@@ -176,18 +173,13 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	if !small && mode == holdBack {
 		mode = writeNow
 	}
-	if small && mode != holdBack && ch.junc != nil && ch.idle.Load() {
-		// The header and name (at most maxMethod bytes) are encoded on
-		// the stack, and so is the body when the frame is at most
-		// maxDirect: the ring takes a copy of each part, and small
-		// frames went measurably faster in one piece.
+	if n := headerLen + len(name) + len(body); n <= maxDirect && mode != holdBack && ch.junc != nil && ch.idle.Load() {
+		// Encoded whole on the stack: the ring takes one copy of it,
+		// which costs less than a copy of each part.
 		var enc [maxDirect]byte
 		h.put(enc[:])
-		k := headerLen + copy(enc[headerLen:], name)
-		bufs := [2][]byte{enc[:k], body}
-		if k+len(body) <= maxDirect {
-			bufs = [2][]byte{enc[:k+copy(enc[k:], body)]}
-		}
+		copy(enc[headerLen+copy(enc[headerLen:], name):], body)
+		bufs := [1][]byte{enc[:n]}
 		wrote, err := ch.junc.TryWrite(bufs[:])
 		if err != nil {
 			ch.wmu.Lock()
