@@ -493,7 +493,7 @@ const handling = 1
 // turn is this reader's; it is the reader until the watch moves the turn on.
 func (sc *serverConn) read(turn uint64) {
 	ch := sc.ch
-	inline := sc.srv.opts.MaxConcurrent == 1
+	inline := sc.srv.inLine()
 	// held: an in-line reader keeps its slot from one request to the next
 	// while the next is already buffered, so that a batch of frames read
 	// together costs one take and one give of a slot, not one per frame.
@@ -594,30 +594,24 @@ func (sc *serverConn) read(turn uint64) {
 			sc.end()
 			return
 		}
-		if inline && queued {
-			// Replies are held back: should this handler take a while,
-			// the watch writes them meanwhile (see checkHandler).
-			sc.handled.Add(1)
-			sc.turn.Store(turn<<1 | handling)
-			sc.srv.watch.busy()
-			sc.run(f, nil, true, more)
-			sc.turn.Store(turn << 1)
-			if held = more; !held {
-				sc.release()
-			}
-			continue
-		}
 		if inline {
+			// With replies held back, the watch is told of the handler:
+			// should it take a while, the watch writes them meanwhile.
+			watched := queued
+			if watched {
+				sc.handleInLine(turn)
+			}
 			sc.run(f, nil, true, more)
+			if watched {
+				sc.turn.Store(turn << 1)
+			}
 			queued = queued || more && f.kind == kindRequest // a reply held back
 			if held = more; !held {
 				sc.release()
 			}
 			continue // a failed reply fails the next flush or read: end
 		}
-		sc.handled.Add(1)
-		sc.turn.Store(turn<<1 | handling)
-		sc.srv.watch.busy()
+		sc.handleInLine(turn)
 		ok := sc.run(f, nil, true, more)
 		queued = queued || more && f.kind == kindRequest
 		sc.release()
@@ -637,6 +631,14 @@ func (sc *serverConn) read(turn uint64) {
 	}
 }
 
+// handleInLine marks in the connection's turn that the reader of turn
+// runs a handler, and tells the watch (see checkHandler).
+func (sc *serverConn) handleInLine(turn uint64) {
+	sc.handled.Add(1)
+	sc.turn.Store(turn<<1 | handling)
+	sc.srv.watch.busy()
+}
+
 // checkHandler is the watch's look at the connection, once a period: when
 // the same handler has been running in line since the last look, it starts
 // a reader (which first writes the replies held back before that handler),
@@ -652,7 +654,7 @@ func (sc *serverConn) checkHandler(handOff bool) bool {
 		return true
 	}
 	if handOff && t&handling != 0 {
-		if sc.srv.opts.MaxConcurrent == 1 {
+		if sc.srv.inLine() {
 			sc.flushHeld(n)
 		} else {
 			sc.handOff(t)
@@ -683,7 +685,7 @@ func (sc *serverConn) flushHeld(n uint64) {
 // passReading starts another reader now when a handler runs in line (not
 // with MaxConcurrent 1, which never hands off).
 func (sc *serverConn) passReading() {
-	if t := sc.turn.Load(); t&handling != 0 && sc.srv.opts.MaxConcurrent != 1 {
+	if t := sc.turn.Load(); t&handling != 0 && !sc.srv.inLine() {
 		sc.handOff(t)
 	}
 }
@@ -707,6 +709,10 @@ func (sc *serverConn) end() {
 	sc.ch.close()
 	sc.finish()
 }
+
+// inLine reports whether every handler runs on its connection's reader, in
+// order, with the reading never handed on (MaxConcurrent 1).
+func (srv *server) inLine() bool { return srv.opts.MaxConcurrent == 1 }
 
 // openStream counts a stream's handler in, unless MaxConcurrent of them
 // run already. Stream handlers take no slot: one waits for its chunks,

@@ -252,10 +252,13 @@ func (r *ring) copyOut(p []byte) {
 	copy(p[n:], r.data)
 }
 
+// copyIn copies p into the ring at our position and advances past it; the
+// caller publishes.
 func (r *ring) copyIn(p []byte) {
 	at := r.pos & r.mask
 	n := copy(r.data[at:], p)
 	copy(r.data, p[n:])
+	r.pos += uint64(len(p))
 }
 
 // write copies all of bufs into the ring, publishing as it goes and waiting
@@ -283,7 +286,6 @@ func (r *ring) write(bufs [][]byte) error {
 			}
 			n := min(free, uint64(len(b)))
 			r.copyIn(b[:n])
-			r.pos += n
 			b = b[n:]
 		}
 	}
@@ -308,7 +310,6 @@ func (r *ring) tryWrite(bufs [][]byte) (bool, error) {
 	}
 	for _, b := range bufs {
 		r.copyIn(b)
-		r.pos += uint64(len(b))
 	}
 	r.publish()
 	return true, nil

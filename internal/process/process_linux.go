@@ -35,27 +35,28 @@ func sysProcAttr() *syscall.SysProcAttr {
 func joinNewSessionKeyring() error {
 	if _, _, e := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); e != 0 {
 		if e == unix.EDQUOT {
+			sysctl, quota := keyQuota()
 			return fmt.Errorf("join a new session keyring: %w: this user's kernel key quota is used up (%s keys); "+
 				"each sandboxed cell holds a keyring, and those of cells that just exited count until the kernel collects them: "+
-				"try again in a moment, or raise the quota (as root: sysctl -w kernel.keys.maxkeys=2000)", e, maxKeys())
+				"try again in a moment, or raise the quota (as root: sysctl -w %s=N)", e, quota, sysctl)
 		}
 		return fmt.Errorf("join a new session keyring: %w", e)
 	}
 	return nil
 }
 
-// maxKeys is this user's key quota as the kernel reports it (root has a
-// quota of its own).
-func maxKeys() string {
-	file := "/proc/sys/kernel/keys/maxkeys"
+// keyQuota is the sysctl that holds this user's key quota (root has one
+// of its own) and its value as the kernel reports it.
+func keyQuota() (sysctl, value string) {
+	name := "maxkeys"
 	if os.Geteuid() == 0 {
-		file = "/proc/sys/kernel/keys/root_maxkeys"
+		name = "root_maxkeys"
 	}
-	b, err := os.ReadFile(file)
+	b, err := os.ReadFile("/proc/sys/kernel/keys/" + name)
 	if err != nil {
-		return "unknown"
+		return "kernel.keys." + name, "unknown"
 	}
-	return strings.TrimSpace(string(b))
+	return "kernel.keys." + name, strings.TrimSpace(string(b))
 }
 
 // waitExit blocks until pid has exited, leaving it unreaped (WNOWAIT) so its
