@@ -58,10 +58,10 @@ END {
 	row("pipelined kmsg/s, 64 in flight: sdk vs gRPC", "Pipelined", "sdk", "grpc", "msg/s", 1e3)
 	row("bulk MB/s, 4 KiB: sdk vs raw UDS", "Bulk4K", "sdk", "raw", "MB/s", 1)
 	row("bulk MB/s, 4 KiB: sdk vs gRPC", "Bulk4K", "sdk", "grpc", "MB/s", 1)
-	row("bulk MB/s, 4 KiB: sdk recycling vs raw UDS", "Bulk4K", "recycle", "raw", "MB/s", 1)
+	row("bulk MB/s, 4 KiB: sdk recycling vs raw UDS", "Bulk4KRecycled", "recycle", "raw", "MB/s", 1)
 	row("bulk MB/s, 1 MiB: sdk vs raw UDS", "Bulk1M", "sdk", "raw", "MB/s", 1)
 	row("bulk MB/s, 1 MiB: sdk vs gRPC", "Bulk1M", "sdk", "grpc", "MB/s", 1)
-	row("bulk MB/s, 1 MiB: sdk recycling vs raw UDS", "Bulk1M", "recycle", "raw", "MB/s", 1)
+	row("bulk MB/s, 1 MiB: sdk recycling vs raw UDS", "Bulk1MRecycled", "recycle", "raw", "MB/s", 1)
 	row("junction RTT us: sdk vs raw ring ping-pong", "JunctionRTT", "junction", "rawring", "ns/op", 1e3)
 	row("junction one way Mmsg/s: sdk vs raw ring", "JunctionOneWay", "junction", "rawring", "msg/s", 1e6)
 }' "$stage/bench.out"

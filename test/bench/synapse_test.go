@@ -469,24 +469,45 @@ func BenchmarkSynapsePipelined(b *testing.B) {
 	)
 }
 
+// bulk: size-byte echoes, 4 in flight, the SDK with fresh bodies beside
+// raw UDS and gRPC.
 func bulk(b *testing.B, size, n int) {
 	dir := synapseServers(b)
 	body := make([]byte, size)
-	const window = 4
 	interleave(b, size,
-		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, window)},
-		&subject{name: "sdk", n: n, run: parallel(window, sdkCall(sdkConn(b, dir, sockSDK), body))},
-		&subject{name: "recycle", n: n, run: parallel(window, recycleCall(sdkConn(b, dir, sockRecycle), body))},
-		&subject{name: "grpc", n: max(n/4, 1), run: parallel(window, grpcCall(grpcConn(b, dir), body))},
+		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, bulkWindow)},
+		&subject{name: "sdk", n: n, run: parallel(bulkWindow, sdkCall(sdkConn(b, dir, sockSDK), body))},
+		&subject{name: "grpc", n: max(n/4, 1), run: parallel(bulkWindow, grpcCall(grpcConn(b, dir), body))},
 	)
 }
 
-// BenchmarkSynapseBulk4K: 4 KiB echoes, 4 in flight; recycle is the SDK
-// with bodies recycled on both sides.
+// bulkRecycled: the same echoes with bodies recycled on both sides, beside
+// raw UDS, in processes of their own. The pools are per process: beside a
+// subject that takes pooled bodies and never hands them back (the SDK with
+// fresh bodies), a recycling program would be measured with the pools
+// drained, which no program that recycles sees.
+func bulkRecycled(b *testing.B, size, n int) {
+	dir := synapseServers(b)
+	body := make([]byte, size)
+	interleave(b, size,
+		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, bulkWindow)},
+		&subject{name: "recycle", n: n, run: parallel(bulkWindow, recycleCall(sdkConn(b, dir, sockRecycle), body))},
+	)
+}
+
+const bulkWindow = 4
+
+// BenchmarkSynapseBulk4K: 4 KiB echoes, 4 in flight.
 func BenchmarkSynapseBulk4K(b *testing.B) { bulk(b, 4<<10, 5000) }
+
+// BenchmarkSynapseBulk4KRecycled: the same, bodies recycled.
+func BenchmarkSynapseBulk4KRecycled(b *testing.B) { bulkRecycled(b, 4<<10, 5000) }
 
 // BenchmarkSynapseBulk1M: 1 MiB echoes, 4 in flight.
 func BenchmarkSynapseBulk1M(b *testing.B) { bulk(b, 1<<20, 40) }
+
+// BenchmarkSynapseBulk1MRecycled: the same, bodies recycled.
+func BenchmarkSynapseBulk1MRecycled(b *testing.B) { bulkRecycled(b, 1<<20, 40) }
 
 // BenchmarkSynapseJunctionRTT: one 64-byte call at a time over a gap
 // junction (quick server), beside a raw ping-pong on the same rings.
