@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,20 +25,79 @@ const (
 )
 
 // efd is an event on an eventfd, read through the runtime's poller so that
-// a sleeping side holds no thread.
-type efd struct{ f *os.File }
+// a sleeping side holds no thread. The peer shares the eventfd: it can fill
+// its counter, or read the wake-ups meant for us. So a signal never waits,
+// and our own waiters are woken without it: by a read deadline (interrupt)
+// or by closing the file (Close).
+type efd struct {
+	f  *os.File
+	rc syscall.RawConn
+}
 
+// wait returns nil when signalled or interrupted, an error once closed.
 func (e efd) wait() error {
 	var b [8]byte
 	_, err := e.f.Read(b[:])
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
 	return err
 }
 
-func (e efd) signal() error {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], 1)
-	_, err := e.f.Write(b[:])
-	return err
+// eventOne is the 8-byte count a signal adds.
+var eventOne = [8]byte{1}
+
+// signal adds one to the counter with one write that never waits: a full
+// counter (EAGAIN) already wakes its reader, and the poller's write would
+// wait for the peer to read, which a hostile peer never does.
+func (e efd) signal() {
+	e.rc.Write(func(fd uintptr) bool {
+		unix.Write(int(fd), eventOne[:])
+		return true
+	})
+}
+
+// interrupt makes wait return at once, while on, through a read deadline:
+// a wake-up of our own that the peer cannot take.
+func (e efd) interrupt(on bool) {
+	var at time.Time
+	if on {
+		at = time.Unix(1, 0)
+	}
+	e.f.SetReadDeadline(at)
+}
+
+// anonInode is the device and inode of an eventfd: the kernel's one
+// anonymous inode, which every eventfd shares.
+var anonInode = sync.OnceValues(func() ([2]uint64, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return [2]uint64{}, fmt.Errorf("junction: eventfd: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return [2]uint64{}, fmt.Errorf("junction: fstat eventfd: %w", err)
+	}
+	return [2]uint64{st.Dev, st.Ino}, nil
+})
+
+// checkEvent refuses an fd that is not an anonymous-inode file (an
+// eventfd): a pipe, a socket or a file from the peer where an eventfd
+// belongs.
+func checkEvent(fd int) error {
+	want, err := anonInode()
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("junction: fstat event: %w", err)
+	}
+	if [2]uint64{st.Dev, st.Ino} != want {
+		return fmt.Errorf("junction: an event is not an eventfd (mode %#o)", st.Mode)
+	}
+	return nil
 }
 
 // Offer is a junction the dialling side made and has not yet handed over.
@@ -98,12 +159,14 @@ func (o *Offer) Send(uc *net.UnixConn) error {
 // Open makes the dialling side's Junction of an offer the peer accepted;
 // the offer is spent then.
 func (o *Offer) Open() (*Junction, error) {
-	j, err := build(o.mem, o.ringSize, true, o.evfds)
+	evfds := o.evfds
+	o.evfds = [4]int{-1, -1, -1, -1} // build's from here on
+	j, err := build(o.mem, o.ringSize, true, evfds)
 	if err != nil {
 		return nil, err
 	}
 	unix.Close(o.memfd) // the mapping holds the memory
-	o.memfd, o.mem, o.evfds = -1, nil, [4]int{-1, -1, -1, -1}
+	o.memfd, o.mem = -1, nil
 	return j, nil
 }
 
@@ -126,30 +189,42 @@ func closeFDs(fds []int) {
 	}
 }
 
-// build wraps the mapping and the eventfds (which it then owns) in a Junction.
-func build(mem []byte, ringSize int, dialer bool, evfds [4]int) (*Junction, error) {
+// build wraps the mapping and the eventfds in a Junction. It owns the
+// eventfds from the call on: on failure it has closed them.
+func build(mem []byte, ringSize int, dialer bool, evfds [4]int) (j *Junction, err error) {
 	var evs [4]event
-	var files [4]*os.File
+	var files []*os.File
+	defer func() {
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			closeFDs(evfds[len(files):])
+		}
+	}()
 	for i, fd := range evfds {
-		// Non-blocking, whatever the peer set: only then can Close wake a
-		// sleeper through the poller.
+		if err := checkEvent(fd); err != nil {
+			return nil, err
+		}
+		// Non-blocking, whatever the peer set: only then does the poller
+		// wait, and can a deadline or Close wake a sleeper.
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return nil, fmt.Errorf("junction: eventfd: %w", err)
 		}
-		files[i] = os.NewFile(uintptr(fd), "junction-event")
-		evs[i] = efd{files[i]}
+		f := os.NewFile(uintptr(fd), "junction-event")
+		files = append(files, f)
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("junction: eventfd: %w", err)
+		}
+		evs[i] = efd{f, rc}
 	}
-	release := func() error {
+	release := func() error { return unix.Munmap(mem) }
+	// Closing the files wakes our sleepers on all four events (the inbound
+	// ring's data, the outbound ring's space) through the poller.
+	wake := func() {
 		for _, f := range files {
 			f.Close()
-		}
-		return unix.Munmap(mem)
-	}
-	// Our sleepers wait on the inbound ring's data event and the outbound
-	// ring's space event; signalling all four covers both sides' roles.
-	wake := func() {
-		for _, e := range evs {
-			e.signal()
 		}
 	}
 	return newJunction(mem, ringSize, dialer, evs, release, wake)
@@ -199,7 +274,9 @@ func Accept(uc *net.UnixConn) (*Junction, error) {
 	if err != nil {
 		return nil, fmt.Errorf("junction: mmap: %w", err)
 	}
-	j, err := build(mem, ringSize, false, [4]int(fds[1:5]))
+	evfds := [4]int(fds[1:5])
+	fds = fds[:1] // build's from here on
+	j, err := build(mem, ringSize, false, evfds)
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, err

@@ -2,6 +2,7 @@ package junction
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -127,6 +129,14 @@ func TestAcceptRefusesBadOffers(t *testing.T) {
 			return MinRing + 1, append([]int{memfd(t, Size(MinRing+1), true)}, evs(t)...)
 		},
 		"not a memfd": func(t *testing.T) (uint32, []int) { return MinRing, append([]int{evs(t)[0]}, evs(t)...) },
+		"a pipe for an event": func(t *testing.T) (uint32, []int) {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(p[0]); unix.Close(p[1]) })
+			return MinRing, append([]int{memfd(t, Size(MinRing), true), p[0]}, evs(t)[1:]...)
+		},
 		"huge ring size": func(t *testing.T) (uint32, []int) {
 			return 1 << 31, append([]int{memfd(t, Size(MinRing), true)}, evs(t)...)
 		},
@@ -212,4 +222,135 @@ func TestInterruptRead(t *testing.T) {
 	if err != nil || string(buf[:n]) != "kept" {
 		t.Fatalf("read %q, %v after the interrupt was cleared", buf[:n], err)
 	}
+}
+
+// hostileOffer hands srv's side a junction whose dialling side the test
+// keeps raw, as a hostile peer would: its mapping and the four eventfds,
+// which both sides share.
+func hostileOffer(t *testing.T) (srv *Junction, peer *Offer) {
+	t.Helper()
+	a, b := socketpair(t)
+	o, err := NewOffer(MinRing)
+	if err != nil {
+		t.Fatalf("memfd junction refused on this host: %v", err)
+	}
+	t.Cleanup(func() { o.Close() })
+	if err := o.Send(a); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = Accept(b); err != nil {
+		t.Fatal(err)
+	}
+	// Not waited for: a Close that hangs fails the test, not its cleanup.
+	t.Cleanup(func() { go srv.Close() })
+	return srv, o
+}
+
+// fillEvent sets an eventfd's counter to its largest value: a write of one
+// more then waits (EAGAIN on a non-blocking eventfd) until someone reads.
+func fillEvent(t *testing.T, fd int) {
+	t.Helper()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], 1<<64-2)
+	if _, err := unix.Write(fd, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	// The attack is armed: one more would wait.
+	binary.LittleEndian.PutUint64(b[:], 1)
+	if _, err := unix.Write(fd, b[:]); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("a write to the full eventfd: %v, want EAGAIN", err)
+	}
+}
+
+// within fails the test when f has not returned after a minute: a hang,
+// not a slow machine.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s hangs", what)
+	}
+}
+
+// A peer shares the eventfds, so it can fill their counters, read the
+// wake-ups meant for us, or never read the ones meant for it. None of that
+// may hang our side: a signal never waits for the peer, and Close and
+// InterruptRead wake our own waiters without the shared eventfds.
+func TestHostileEventsCannotHang(t *testing.T) {
+	// Ring 0 carries the peer's bytes to srv (data event 0, space event 1),
+	// ring 1 srv's bytes to the peer (data event 2, space event 3).
+	t.Run("write while the peer's event is full", func(t *testing.T) {
+		srv, peer := hostileOffer(t)
+		fillEvent(t, peer.evfds[2])
+		// The peer says it sleeps: srv's write signals it.
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&peer.mem[ctlLen+offSleeping])), 1)
+		within(t, "a write that signals a full eventfd", func() {
+			if err := srv.WriteBuffers([][]byte{[]byte("hello")}); err != nil {
+				t.Error(err)
+			}
+		})
+		within(t, "Close", func() { srv.Close() })
+	})
+	t.Run("close with every event full", func(t *testing.T) {
+		srv, peer := hostileOffer(t)
+		read := make(chan error, 1)
+		go func() { _, err := srv.Read(make([]byte, 8)); read <- err }()
+		for atomic.LoadUint32(srv.in.flag(offSleeping)) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		for _, fd := range peer.evfds[1:] {
+			fillEvent(t, fd)
+		}
+		within(t, "Close", func() { srv.Close() })
+		within(t, "the sleeping Read", func() {
+			if err := <-read; !errors.Is(err, ErrClosed) {
+				t.Errorf("the sleeping Read after Close: %v", err)
+			}
+		})
+	})
+	t.Run("wake-ups taken by the peer", func(t *testing.T) {
+		srv, peer := hostileOffer(t)
+		// The thief reads srv's data event as fast as it can.
+		thief := make(chan struct{})
+		defer close(thief)
+		go func() {
+			var b [8]byte
+			for {
+				select {
+				case <-thief:
+					return
+				default:
+				}
+				unix.Read(peer.evfds[0], b[:])
+			}
+		}()
+		for range 20 {
+			read := make(chan error, 1)
+			go func() { _, err := srv.Read(make([]byte, 8)); read <- err }()
+			for atomic.LoadUint32(srv.in.flag(offSleeping)) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			srv.InterruptRead(true)
+			within(t, "an interrupted Read", func() {
+				if err := <-read; !errors.Is(err, ErrInterrupted) {
+					t.Errorf("interrupted Read: %v", err)
+				}
+			})
+			srv.InterruptRead(false)
+		}
+		read := make(chan error, 1)
+		go func() { _, err := srv.Read(make([]byte, 8)); read <- err }()
+		for atomic.LoadUint32(srv.in.flag(offSleeping)) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		within(t, "Close", func() { srv.Close() })
+		within(t, "the sleeping Read", func() {
+			if err := <-read; !errors.Is(err, ErrClosed) {
+				t.Errorf("the sleeping Read after Close: %v", err)
+			}
+		})
+	})
 }

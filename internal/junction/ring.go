@@ -54,10 +54,12 @@ const (
 	quietMax = 1024
 )
 
-// event is one direction of wake-ups: an eventfd on Linux.
+// event is one direction of wake-ups: an eventfd on Linux, shared with
+// the peer.
 type event interface {
-	wait() error // block until signalled (or closed)
-	signal() error
+	wait() error       // block until signalled or interrupted; an error once closed
+	signal()           // wake the waiter; never waits itself
+	interrupt(on bool) // while on, wait returns at once; the peer cannot undo it
 }
 
 // ring is one direction of the junction as one side sees it: either its
@@ -400,8 +402,8 @@ type Junction struct {
 	wrote atomic.Bool
 	_     [128]byte
 
-	release func() error // unmaps and closes the files
-	wake    func()       // wakes our own sleepers so that they see closed
+	release func() error // unmaps the memory
+	wake    func()       // closes the events: our sleepers wake and see closed
 	once    sync.Once
 }
 
@@ -446,16 +448,15 @@ func (j *Junction) Read(p []byte) (int, error) {
 
 // InterruptRead with on set makes a Read in progress, and every later one,
 // fail with ErrInterrupted without consuming anything, until it is called
-// with on cleared: what a read deadline in the past is to a socket.
+// with on cleared: what a read deadline in the past is to a socket. Calls
+// must be serialised.
 func (j *Junction) InterruptRead(on bool) {
 	j.in.interrupt.Store(on)
-	if on && !j.closed.Load() {
-		// Whether the reader sleeps is the flag in shared memory, which the
-		// peer may clear: signal regardless, a spare wake-up costs a look.
-		// No guard: this touches the eventfd, not the mapping, and an
-		// eventfd closed meanwhile only fails the write.
-		j.in.dataEv.signal()
-	}
+	// Whether the reader sleeps is the flag in shared memory, which the
+	// peer may clear; and a signal on the eventfd the peer may take. So
+	// the event is interrupted regardless, locally. No guard: this touches
+	// the event, not the mapping, and one closed meanwhile ignores it.
+	j.in.dataEv.interrupt(on)
 }
 
 // ReadAsleep reports whether a Read sleeps on its eventfd: how a test sees

@@ -16,12 +16,16 @@ import (
 type chanEvent chan struct{}
 
 func (e chanEvent) wait() error { <-e; return nil }
-func (e chanEvent) signal() error {
+func (e chanEvent) signal() {
 	select {
 	case e <- struct{}{}:
 	default:
 	}
-	return nil
+}
+func (e chanEvent) interrupt(on bool) {
+	if on {
+		e.signal()
+	}
 }
 
 // pair lays a junction's two sides over one plain byte slice.
