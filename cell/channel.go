@@ -155,6 +155,14 @@ const (
 	gatherFirst
 )
 
+// backlog is the count of frames queued and not yet written: on a server,
+// replies its client has not taken yet.
+func (ch *channel) backlog() uint64 {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	return ch.queued - ch.written
+}
+
 // flush writes what holdBack left queued.
 func (ch *channel) flush(ctx context.Context) error {
 	ch.wmu.Lock()

@@ -75,7 +75,9 @@ type ServeOptions struct {
 	ShutdownTimeout time.Duration
 	// MaxConcurrent bounds the handlers running at once, over all
 	// connections; past it Serve stops reading requests until one finishes
-	// (backpressure rather than unbounded goroutines). 0 means
+	// (backpressure rather than unbounded goroutines). A reply being
+	// written does not count: a client that reads no replies holds no
+	// handler's place from the others (docs/synapse.md). 0 means
 	// DefaultMaxConcurrent. 1 runs each handler on its connection's reading
 	// goroutine, in order, never handing the reading to another goroutine:
 	// a slow handler then holds up the calls behind it. Streamed
@@ -576,8 +578,9 @@ func (sc *serverConn) read(turn uint64) {
 			st.push(f.body, sc.srv.hardStop)
 			sc.srv.track()
 			go func() {
-				sc.run(f, st, false, false)
-				sc.srv.streams.Add(-1)
+				if _, kept := sc.run(f, st, false, false, sc.srv.closeStream); kept {
+					sc.srv.closeStream()
+				}
 				sc.srv.untrack()
 			}()
 			continue
@@ -601,20 +604,25 @@ func (sc *serverConn) read(turn uint64) {
 			if watched {
 				sc.handleInLine(turn)
 			}
-			sc.run(f, nil, true, more)
+			// The slot stays for the next frame when this one's reply
+			// (if any) was held back rather than written.
+			_, held = sc.run(f, nil, true, more, sc.release)
 			if watched {
 				sc.turn.Store(turn << 1)
 			}
 			queued = queued || more && f.kind == kindRequest // a reply held back
-			if held = more; !held {
+			if held && !more {
+				held = false
 				sc.release()
 			}
 			continue // a failed reply fails the next flush or read: end
 		}
 		sc.handleInLine(turn)
-		ok := sc.run(f, nil, true, more)
+		ok, kept := sc.run(f, nil, true, more, sc.release)
 		queued = queued || more && f.kind == kindRequest
-		sc.release()
+		if kept {
+			sc.release()
+		}
 		if !sc.turn.CompareAndSwap(turn<<1|handling, turn<<1) {
 			// Another reader took over meanwhile, and may be waiting
 			// for a frame already: the reply held above must go now.
@@ -653,20 +661,17 @@ func (sc *serverConn) checkHandler(handOff bool) bool {
 		}
 		return true
 	}
-	if handOff && t&handling != 0 {
-		if sc.srv.inLine() {
-			sc.flushHeld(n)
-		} else {
-			sc.handOff(t)
-		}
+	if handOff && t&handling != 0 && (sc.srv.inLine() || !sc.handOff(t)) {
+		sc.flushHeld(n)
 	}
 	return t&handling != 0
 }
 
 // flushHeld writes, from a goroutine of its own, the replies an in-line
 // reader held back before handler n, which has run since the watch's last
-// look: they would wait for it, and a caller that needs one of them before
-// it lets that handler finish would wait for good. Once per handler.
+// look (with MaxConcurrent 1, or when the reading may not be handed on):
+// they would wait for it, and a caller that needs one of them before it
+// lets that handler finish would wait for good. Once per handler.
 func (sc *serverConn) flushHeld(n uint64) {
 	if sc.flushed == n {
 		return
@@ -690,18 +695,31 @@ func (sc *serverConn) passReading() {
 	}
 }
 
-// handOff moves the turn on from t, when it still is t, to a new reader.
-// The handler left running in line is no longer covered by its
+// maxBacklog bounds the replies of one connection that are queued or being
+// written and not yet taken by its client. While it has that many, the
+// reading is not handed on: the connection's requests are read only as its
+// client takes replies. A client that reads no replies so holds at most
+// this many of them (and the goroutines writing them) in the cell, and no
+// handler slot: its replies are written after the slot is given back.
+const maxBacklog = 64
+
+// handOff moves the turn on from t, when it still is t, to a new reader,
+// unless the connection's replies are at maxBacklog; it reports whether it
+// did. The handler left running in line is no longer covered by its
 // connection's reader, so it is tracked from here until it returns (read
 // untracks it); the tracking starts before the turn moves, so that it
 // cannot end first.
-func (sc *serverConn) handOff(t uint64) {
+func (sc *serverConn) handOff(t uint64) bool {
+	if sc.ch.backlog() >= maxBacklog {
+		return false
+	}
 	sc.srv.track()
 	if next := t>>1 + 1; sc.turn.CompareAndSwap(t, next<<1) {
 		go sc.read(next)
-		return
+		return true
 	}
 	sc.srv.untrack()
+	return false
 }
 
 // end closes the connection and finishes it; the reader that stops calls it.
@@ -721,11 +739,14 @@ func (srv *server) inLine() bool { return srv.opts.MaxConcurrent == 1 }
 // is refused rather than waited for.
 func (srv *server) openStream() bool {
 	if srv.streams.Add(1) > int64(srv.opts.MaxConcurrent) {
-		srv.streams.Add(-1)
+		srv.closeStream()
 		return false
 	}
 	return true
 }
+
+// closeStream counts a stream's handler out, once it returned.
+func (srv *server) closeStream() { srv.streams.Add(-1) }
 
 // maxRefusedStreams bounds the refused streams of one connection whose
 // chunks are still being dropped.
@@ -795,9 +816,16 @@ func (s *slots) give(stop <-chan struct{}) {
 // run handles one request (st is its stream, or nil) and replies; onReader
 // says it runs on the connection's reader. With hold the reply waits in the
 // queue for the reader's next flush, to go out with the replies to the
-// frames already buffered; without, it goes at once. False means the
+// frames already buffered; without, it goes at once. ok false means the
 // connection failed.
-func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool) bool {
+//
+// done gives back what the handler held (its slot, its stream's place)
+// once it returned and before its reply is written: the write lasts as
+// long as the client takes to read, and a client that never reads must not
+// keep other connections' requests from their handlers. run calls done
+// only when it writes; kept reports that it did not (a notify, or a reply
+// held back), and the caller gives it back or keeps it.
+func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool, done func()) (ok, kept bool) {
 	var body []byte
 	var err error
 	switch {
@@ -819,7 +847,7 @@ func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool) bool {
 		if err != nil {
 			sc.srv.log.Debug("notify handler failed", "method", f.name, "err", err)
 		}
-		return true
+		return true, true
 	}
 	if err == nil && len(body) > sc.ch.maxOut {
 		err = fmt.Errorf("%w: reply of %d bytes, the caller's limit is %d", ErrTooLarge, len(body), sc.ch.maxOut)
@@ -836,15 +864,18 @@ func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool) bool {
 		sc.passReading()
 	}
 	mode := writeNow
-	if hold {
+	if hold && len(body) <= copyLimit { // put writes larger ones now
 		mode = holdBack
+	}
+	if kept = mode == holdBack; !kept {
+		done()
 	}
 	if err := sc.ch.put(noAbort, h, name, body, mode); err != nil {
 		sc.srv.log.Debug("write reply", "method", f.name, "err", err)
 		sc.ch.close()
-		return false
+		return false, kept
 	}
-	return true
+	return true, kept
 }
 
 // errorParts is an error reply's code and message, within their bounds.

@@ -832,3 +832,99 @@ func inParallel(t *testing.T, n int, f func(g int) error) {
 		t.Error(err)
 	}
 }
+
+// stalledClient opens a connection (on a gap junction when junction is
+// set) that sends n requests for method and then reads nothing: no reply
+// it is sent leaves the server's side. It closes at the test's end.
+func stalledClient(t *testing.T, path string, junction bool, method string, n int) {
+	t.Helper()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	p := preface{minVer: 1, maxVer: 1, maxBody: DefaultMaxBody}
+	if junction {
+		p.features = featJunction
+	}
+	b := p.bytes()
+	var rep [prefaceLen]byte
+	if _, err := nc.Write(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(nc, rep[:]); err != nil {
+		t.Fatal(err)
+	}
+	write := func(b []byte) error { _, err := nc.Write(b); return err }
+	if junction {
+		jo, err := newJunctionOffer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := jo.send(nc); err != nil || !ok {
+			t.Fatalf("junction offer: %v, %v", ok, err)
+		}
+		j, err := jo.o.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { j.Close() })
+		write = func(b []byte) error { return j.WriteBuffers([][]byte{b}) }
+	}
+	for i := range n {
+		if err := write(rawFrame(uint32(len(method)), kindRequest, 0, uint16(len(method)), uint64(i+1), method)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSynapseStalledClientStarvesNoOne: a client that sends requests and
+// never reads the replies must not keep the cell from serving others. Its
+// replies wait for it, but not in the handler slots every connection
+// shares; and the cell reads its requests only as it takes replies, so it
+// holds a bounded number of them.
+func TestSynapseStalledClientStarvesNoOne(t *testing.T) {
+	const slots = 4
+	big := make([]byte, 4<<20) // more than a socket's buffer or a ring holds
+	transports(t, func(t *testing.T, junction bool) {
+		var stalled atomic.Int64
+		h := HandlerFunc(func(ctx context.Context, method string, body []byte) ([]byte, error) {
+			if method == "big" {
+				stalled.Add(1)
+				return big, nil
+			}
+			return body, nil
+		})
+		path := serveTemp(t, h, ServeOptions{MaxConcurrent: slots, Junction: true})
+		sent := 4 * maxBacklog
+		stalledClient(t, path, junction, "big", sent)
+		// The attack is armed: the stalled client's handlers ran, as many
+		// as there are slots, so every slot would be held by a reply that
+		// cannot be written if replies kept their slots.
+		for stalled.Load() < slots {
+			time.Sleep(time.Millisecond)
+		}
+		// Let the cell read what it will of the stalled connection.
+		for last := int64(-1); last != stalled.Load(); {
+			last = stalled.Load()
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n := stalled.Load(); n > maxBacklog+slots+1 {
+			t.Errorf("the cell ran %d of the stalled client's %d requests; at most %d replies may wait for it", n, sent, maxBacklog+slots+1)
+		}
+
+		c := dialTemp(t, path, dialOpts(junction)...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		inParallel(t, 4*slots, func(g int) error {
+			for i := range 20 {
+				want := fmt.Sprintf("%d.%d", g, i)
+				got, err := c.Call(ctx, "echo", []byte(want))
+				if err != nil || string(got) != want {
+					return fmt.Errorf("call %s beside the stalled client = %q, %v", want, got, err)
+				}
+			}
+			return nil
+		})
+	})
+}
