@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -68,8 +67,10 @@ func (e efd) interrupt(on bool) {
 }
 
 // anonInode is the device and inode of an eventfd: the kernel's one
-// anonymous inode, which every eventfd shares.
-var anonInode = sync.OnceValues(func() ([2]uint64, error) {
+// anonymous inode, which every eventfd shares. Asked of a new eventfd at
+// each junction's start (three system calls), so that a failure then, say
+// at a passing file limit, is not remembered.
+func anonInode() ([2]uint64, error) {
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		return [2]uint64{}, fmt.Errorf("junction: eventfd: %w", err)
@@ -80,21 +81,16 @@ var anonInode = sync.OnceValues(func() ([2]uint64, error) {
 		return [2]uint64{}, fmt.Errorf("junction: fstat eventfd: %w", err)
 	}
 	return [2]uint64{st.Dev, st.Ino}, nil
-})
+}
 
 // checkEvent refuses an fd that is not an anonymous-inode file (an
-// eventfd): a pipe, a socket or a file from the peer where an eventfd
-// belongs.
-func checkEvent(fd int) error {
-	want, err := anonInode()
-	if err != nil {
-		return err
-	}
+// eventfd) where one belongs: a pipe, a socket or a file from the peer.
+func checkEvent(fd int, anon [2]uint64) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("junction: fstat event: %w", err)
 	}
-	if [2]uint64{st.Dev, st.Ino} != want {
+	if [2]uint64{st.Dev, st.Ino} != anon {
 		return fmt.Errorf("junction: an event is not an eventfd (mode %#o)", st.Mode)
 	}
 	return nil
@@ -202,8 +198,12 @@ func build(mem []byte, ringSize int, dialer bool, evfds [4]int) (j *Junction, er
 			closeFDs(evfds[len(files):])
 		}
 	}()
+	anon, err := anonInode()
+	if err != nil {
+		return nil, err
+	}
 	for i, fd := range evfds {
-		if err := checkEvent(fd); err != nil {
+		if err := checkEvent(fd, anon); err != nil {
 			return nil, err
 		}
 		// Non-blocking, whatever the peer set: only then does the poller
