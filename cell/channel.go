@@ -45,7 +45,10 @@ type channel struct {
 	rd     *frameReader // whoever reads owns it; one at a time
 	maxIn  int          // bodies we accept
 	maxOut int          // bodies the peer accepts, from its preface
-	out    func(net.Buffers) error
+	// out writes the buffers, consuming them. They are passed as
+	// channel.outBufs: a net.Buffers of the flusher's own would escape to
+	// the heap through WriteTo, an allocation per write.
+	out func(*net.Buffers) error
 	// junc is the gap junction the channel runs over, or nil. A sender
 	// on a junction that finds the channel idle writes a frame of at most
 	// maxDirect bytes into the ring itself, without wmu, when the ring has
@@ -83,6 +86,7 @@ type channel struct {
 	written  uint64 // frames whose write has finished
 	flushing bool
 	werr     error
+	outBufs  net.Buffers // the flusher's, while it writes (see out)
 }
 
 // largeFrame is a queued frame with a large body: its header is the queue
@@ -104,7 +108,7 @@ func newChannel(nc net.Conn, maxIn, maxOut int) *channel {
 	}
 	ch := &channel{nc: nc, r: nc, rd: newFrameReader(maxIn), maxIn: maxIn, maxOut: maxOut, closeFn: nc.Close, run: -1}
 	ch.wcond.L = &ch.wmu
-	ch.out = func(b net.Buffers) error {
+	ch.out = func(b *net.Buffers) error {
 		_, err := b.WriteTo(nc)
 		return err
 	}
@@ -300,7 +304,9 @@ func (ch *channel) flushLocked(ctx context.Context, mine uint64) error {
 		}
 		ch.spare = nil
 		ch.wmu.Unlock()
-		err := ch.out(bufs)
+		ch.outBufs = bufs
+		err := ch.out(&ch.outBufs)
+		ch.outBufs = nil
 		ch.wmu.Lock()
 		clear(bufs[:used])
 		ch.spare = bufs[:0]

@@ -234,8 +234,8 @@ func TestSmallFramesDoNotAllocate(t *testing.T) {
 	defer b.Close()
 	ch := newChannel(a, DefaultMaxBody, DefaultMaxBody)
 	var sent bytes.Buffer
-	ch.out = func(bufs net.Buffers) error {
-		for _, p := range bufs {
+	ch.out = func(bufs *net.Buffers) error {
+		for _, p := range *bufs {
 			sent.Write(p)
 		}
 		return nil

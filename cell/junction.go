@@ -101,7 +101,7 @@ func useJunction(ch *channel, j *junction.Junction) {
 	// The frame reader's buffer takes a batch of frames out of the ring in
 	// one look at the producer's index.
 	ch.r = junctionReader{j}
-	ch.out = func(b net.Buffers) error { return j.WriteBuffers(b) }
+	ch.out = func(b *net.Buffers) error { return j.WriteBuffers(*b) }
 	ch.junc = j
 	ch.idle.Store(true)
 	ch.abort = func() { j.Close() }

@@ -74,14 +74,18 @@ func (l *link) await(ctx context.Context, cl *call) (frame, error) {
 // lead reads frames until me's reply (me nil: the watcher, until asked to
 // yield), delivering the others'.
 func (l *link) lead(ctx context.Context, me *call) (frame, error) {
-	stop := afterFunc(ctx, func() {
-		l.mu.Lock()
-		if l.leader == me && !l.ended {
-			l.yieldLocked()
-		}
-		l.mu.Unlock()
-	})
-	defer stop()
+	if ctx.Done() != nil {
+		// Only here: the closure costs an allocation per call, and most
+		// calls' ctx never ends.
+		stop := context.AfterFunc(ctx, func() {
+			l.mu.Lock()
+			if l.leader == me && !l.ended {
+				l.yieldLocked()
+			}
+			l.mu.Unlock()
+		})
+		defer stop()
+	}
 	for {
 		f, err := l.ch.recv()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
