@@ -159,6 +159,16 @@ const (
 	gatherFirst
 )
 
+// sendMode is the mode put applies to a body: one over copyLimit is
+// written now even when asked to wait, as it is written from its sender's
+// slice, which the sender may not reuse before.
+func sendMode(mode putMode, body []byte) putMode {
+	if mode == holdBack && len(body) > copyLimit {
+		return writeNow
+	}
+	return mode
+}
+
 // backlog is the count of frames queued and not yet written: on a server,
 // replies its client has not taken yet.
 func (ch *channel) backlog() uint64 {
@@ -182,9 +192,7 @@ func (ch *channel) put(ctx context.Context, h header, name string, body []byte, 
 	h.nameLen = uint16(len(name))
 	h.size = uint32(len(name) + len(body))
 	small := len(body) <= copyLimit
-	if !small && mode == holdBack {
-		mode = writeNow
-	}
+	mode = sendMode(mode, body)
 	if n := headerLen + len(name) + len(body); n <= maxDirect && mode != holdBack && ch.junc != nil && ch.idle.Load() {
 		// Encoded whole on the stack: the ring takes one copy of it,
 		// which costs less than a copy of each part.

@@ -864,10 +864,10 @@ func (sc *serverConn) run(f frame, st *streamBody, onReader, hold bool, done fun
 		sc.passReading()
 	}
 	mode := writeNow
-	if hold && len(body) <= copyLimit { // put writes larger ones now
+	if hold {
 		mode = holdBack
 	}
-	if kept = mode == holdBack; !kept {
+	if kept = sendMode(mode, body) == holdBack; !kept {
 		done()
 	}
 	if err := sc.ch.put(noAbort, h, name, body, mode); err != nil {
