@@ -469,45 +469,39 @@ func BenchmarkSynapsePipelined(b *testing.B) {
 	)
 }
 
-// bulk: size-byte echoes, 4 in flight, the SDK with fresh bodies beside
-// raw UDS and gRPC.
-func bulk(b *testing.B, size, n int) {
+// bulk: size-byte echoes, 4 in flight, beside raw UDS. Without recycled,
+// the SDK with fresh bodies and gRPC; with it, the SDK recycling bodies on
+// both sides, alone with raw in processes of their own: the pools are per
+// process, and beside a subject that takes pooled bodies and never hands
+// them back (the SDK with fresh bodies) a recycling program would be
+// measured with the pools drained, which no program that recycles sees.
+func bulk(b *testing.B, size, n int, recycled bool) {
 	dir := synapseServers(b)
 	body := make([]byte, size)
-	interleave(b, size,
-		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, bulkWindow)},
-		&subject{name: "sdk", n: n, run: parallel(bulkWindow, sdkCall(sdkConn(b, dir, sockSDK), body))},
-		&subject{name: "grpc", n: max(n/4, 1), run: parallel(bulkWindow, grpcCall(grpcConn(b, dir), body))},
-	)
-}
-
-// bulkRecycled: the same echoes with bodies recycled on both sides, beside
-// raw UDS, in processes of their own. The pools are per process: beside a
-// subject that takes pooled bodies and never hands them back (the SDK with
-// fresh bodies), a recycling program would be measured with the pools
-// drained, which no program that recycles sees.
-func bulkRecycled(b *testing.B, size, n int) {
-	dir := synapseServers(b)
-	body := make([]byte, size)
-	interleave(b, size,
-		&subject{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, bulkWindow)},
-		&subject{name: "recycle", n: n, run: parallel(bulkWindow, recycleCall(sdkConn(b, dir, sockRecycle), body))},
-	)
+	subjects := []*subject{{name: "raw", n: n, run: rawWindow(rawConn(b, dir), size, bulkWindow)}}
+	if recycled {
+		subjects = append(subjects, &subject{name: "recycle", n: n, run: parallel(bulkWindow, recycleCall(sdkConn(b, dir, sockRecycle), body))})
+	} else {
+		subjects = append(subjects,
+			&subject{name: "sdk", n: n, run: parallel(bulkWindow, sdkCall(sdkConn(b, dir, sockSDK), body))},
+			&subject{name: "grpc", n: max(n/4, 1), run: parallel(bulkWindow, grpcCall(grpcConn(b, dir), body))})
+	}
+	interleave(b, size, subjects...)
 }
 
 const bulkWindow = 4
 
 // BenchmarkSynapseBulk4K: 4 KiB echoes, 4 in flight.
-func BenchmarkSynapseBulk4K(b *testing.B) { bulk(b, 4<<10, 5000) }
+func BenchmarkSynapseBulk4K(b *testing.B) { bulk(b, 4<<10, 5000, false) }
 
 // BenchmarkSynapseBulk4KRecycled: the same, bodies recycled.
-func BenchmarkSynapseBulk4KRecycled(b *testing.B) { bulkRecycled(b, 4<<10, 5000) }
+func BenchmarkSynapseBulk4KRecycled(b *testing.B) { bulk(b, 4<<10, 5000, true) }
 
 // BenchmarkSynapseBulk1M: 1 MiB echoes, 4 in flight.
-func BenchmarkSynapseBulk1M(b *testing.B) { bulk(b, 1<<20, 40) }
+func BenchmarkSynapseBulk1M(b *testing.B) { bulk(b, 1<<20, 40, false) }
 
 // BenchmarkSynapseBulk1MRecycled: the same, bodies recycled.
-func BenchmarkSynapseBulk1MRecycled(b *testing.B) { bulkRecycled(b, 1<<20, 40) }
+func BenchmarkSynapseBulk1MRecycled(b *testing.B) { bulk(b, 1<<20, 40, true) }
 
 // BenchmarkSynapseJunctionRTT: one 64-byte call at a time over a gap
 // junction (quick server), beside a raw ping-pong on the same rings.
